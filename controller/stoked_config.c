@@ -1,0 +1,42 @@
+/*
+ * stoked_config.c: the table of stoked's configuration keys, their defaults and
+ * checks. The README's configuration reference is written from this table.
+ */
+#include "stoked_config.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "err.h"
+#include "log.h"
+
+static int
+stoked_config_level(const char *v, char *err, size_t errlen)
+{
+	if (log_level_parse(v) < 0)
+		return err_set(err, errlen, ERR_INVAL, "must be debug, info, warn or error");
+	return 0;
+}
+
+#define OPT(f) offsetof(struct stoked_config, f)
+
+const struct config_opt stoked_config_opts[] = {
+    {"data_dir", CONFIG_STRING, OPT(data_dir), "./var", 0, 0, NULL,
+     "folder for the database, the sealing key and the CA"},
+    {"api_listen", CONFIG_HOSTPORT, OPT(api_listen), "127.0.0.1:8080", 0, 0, NULL,
+     "address of the REST API and webhooks (port 0: any free port)"},
+    {"agent_listen", CONFIG_HOSTPORT, OPT(agent_listen), "127.0.0.1:8443", 0, 0, NULL,
+     "address agents dial (mutual TLS)"},
+    {"log_level", CONFIG_STRING, OPT(log_level), "info", 0, 0, stoked_config_level,
+     "debug, info, warn or error"},
+    {"workers", CONFIG_INT, OPT(workers), "4", 1, 64, NULL, "job worker threads"},
+    {"job_lease", CONFIG_DURATION, OPT(job_lease), "30s", 1000, 3600000, NULL,
+     "how long a job's lease lasts without a heartbeat (a crashed controller's jobs resume "
+     "after it)"},
+    {"api_body_max", CONFIG_INT, OPT(body_max), "1048576", 1024, 67108864, NULL,
+     "largest request body the API accepts, in bytes"},
+    {"api_connections", CONFIG_INT, OPT(api_conns), "256", 4, 4096, NULL,
+     "most simultaneous API connections"},
+};
+
+const size_t stoked_config_nopts = sizeof(stoked_config_opts) / sizeof(stoked_config_opts[0]);

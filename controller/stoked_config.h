@@ -1,0 +1,26 @@
+/*
+ * stoked_config.h: stoked's configuration: one struct and one table of options
+ * (name, type, default, bounds, help). Read from `-c FILE`, then overridden by flags.
+ */
+#ifndef STOKE_STOKED_CONFIG_H
+#define STOKE_STOKED_CONFIG_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+struct stoked_config {
+	char *data_dir;
+	char *api_listen;
+	char *agent_listen;
+	char *log_level;
+	long workers;
+	long job_lease;  /* ms */
+	long body_max;   /* bytes */
+	long api_conns;
+};
+
+extern const struct config_opt stoked_config_opts[];
+extern const size_t stoked_config_nopts;
+
+#endif
