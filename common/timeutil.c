@@ -46,8 +46,8 @@ time_iso(int64_t epoch_ms, char out[32])
 		secs--;
 	}
 	t = (time_t)secs;
-	if (gmtime_r(&t, &tm) == NULL ||
-	    (n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm)) == 0 || n > 32 - 6) {
+	if (gmtime_r(&t, &tm) == NULL || (n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm)) == 0 ||
+	    n > 32 - 6) {
 		snprintf(out, 32, "1970-01-01T00:00:00.000Z");
 		return;
 	}

@@ -145,14 +145,15 @@ jobs_enqueue(struct store *s, const char *type, const char *payload_json,
 	max_attempts = opts->max_attempts > 0 ? opts->max_attempts
 					      : (t->max_attempts > 0 ? t->max_attempts : 3);
 	timeout = opts->timeout_ms > 0 ? opts->timeout_ms : t->timeout_ms;
-	if (store_exec(s,
-		       "INSERT INTO jobs (type, queue, payload, max_attempts, timeout_ms, run_after,"
-		       " resource_kind, resource_id, actor, created_at, updated_at)"
-		       " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-		       "sssdiisisii", type, opts->queue ? opts->queue : "default", payload_json,
-		       max_attempts, (int64_t)timeout, opts->run_after_ms ? opts->run_after_ms : now,
-		       opts->resource_kind, opts->resource_id, opts->actor ? opts->actor : "system",
-		       now, now) != 0)
+	if (store_exec(
+		s,
+		"INSERT INTO jobs (type, queue, payload, max_attempts, timeout_ms, run_after,"
+		" resource_kind, resource_id, actor, created_at, updated_at)"
+		" VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+		"sssdiisisii", type, opts->queue ? opts->queue : "default", payload_json,
+		max_attempts, (int64_t)timeout, opts->run_after_ms ? opts->run_after_ms : now,
+		opts->resource_kind, opts->resource_id, opts->actor ? opts->actor : "system", now,
+		now) != 0)
 		return err_set(err, errlen, ERR_DB, "enqueue %s: %s", type, store_errmsg(s));
 	jid = store_last_id(s);
 	if (id)
@@ -373,8 +374,8 @@ static void
 jobs_finish(struct job_ctx *ctx, const char *state, int step, const char *error)
 {
 	const struct job_type *t = ctx->type;
-	const char *step_name = t && step >= 0 && (size_t)step < t->nsteps ? t->steps[step].name
-									   : NULL;
+	const char *step_name =
+	    t && step >= 0 && (size_t)step < t->nsteps ? t->steps[step].name : NULL;
 	struct store *s = ctx->store;
 	int64_t now = store_now_ms();
 
@@ -448,13 +449,12 @@ jobs_mark(struct job_ctx *ctx, int step, int started, int done)
 
 	if (store_begin(s) != 0)
 		return -1;
-	if (done &&
-	    store_exec(s,
-		       "INSERT INTO job_steps (job_id, idx, name, state, runs, finished_at)"
-		       " VALUES (?,?,?,'done',1,?) ON CONFLICT (job_id, idx) DO UPDATE SET"
-		       " state = 'done', error = NULL, runs = runs + 1,"
-		       " finished_at = excluded.finished_at",
-		       "idsi", ctx->id, step, t->steps[step].name, now) != 0)
+	if (done && store_exec(s,
+			       "INSERT INTO job_steps (job_id, idx, name, state, runs, finished_at)"
+			       " VALUES (?,?,?,'done',1,?) ON CONFLICT (job_id, idx) DO UPDATE SET"
+			       " state = 'done', error = NULL, runs = runs + 1,"
+			       " finished_at = excluded.finished_at",
+			       "idsi", ctx->id, step, t->steps[step].name, now) != 0)
 		goto fail;
 	if (store_exec(s,
 		       "UPDATE jobs SET step = ?, step_started = ?, progress = ?, message = ?,"
@@ -537,13 +537,13 @@ jobs_run(struct job_ctx *ctx, int step, int step_started)
 			snprintf(msg, sizeof(msg), "timed out in step %s", st->name);
 			rc = ERR_TIMEOUT;
 		} else
-			snprintf(msg, sizeof(msg), "%s: %s", st->name,
-				 err[0] ? err : err_str(rc));
+			snprintf(msg, sizeof(msg), "%s: %s", st->name, err[0] ? err : err_str(rc));
 	failed:
 		retryable = !st->once && rc != ERR_INVAL && rc != ERR_CANCELLED;
-		if (retryable && ctx->attempt < store_int(ctx->store, 1,
-							  "SELECT max_attempts FROM jobs WHERE id = ?",
-							  "i", ctx->id)) {
+		if (retryable &&
+		    ctx->attempt < store_int(ctx->store, 1,
+					     "SELECT max_attempts FROM jobs WHERE id = ?", "i",
+					     ctx->id)) {
 			jobs_requeue(ctx, i, msg, jobs_backoff(t, ctx->attempt), 0);
 			return;
 		}
@@ -684,8 +684,7 @@ jobs_heartbeat(void *arg)
 }
 
 int
-jobs_start(const struct jobs_engine_opts *opts, struct jobs_engine **out, char *err,
-	   size_t errlen)
+jobs_start(const struct jobs_engine_opts *opts, struct jobs_engine **out, char *err, size_t errlen)
 {
 	struct jobs_engine *e;
 	uint8_t rnd[8];
@@ -903,17 +902,18 @@ jobs_get_json(struct store *s, int64_t id)
 		      (int)store_col_int(st, 7), "message", jobs_text(st, 8), "error",
 		      jobs_text(st, 10), "failed_step", jobs_text(st, 11), "cancel_requested",
 		      (int)store_col_int(st, 12), "resource", res, "actor", jobs_text(st, 15),
-		      "run_after", jobs_time(st, 16), "created_at", jobs_time(st, 17),
-		      "started_at", jobs_time(st, 18), "finished_at", jobs_time(st, 19),
-		      "updated_at", jobs_time(st, 20));
+		      "run_after", jobs_time(st, 16), "created_at", jobs_time(st, 17), "started_at",
+		      jobs_time(st, 18), "finished_at", jobs_time(st, 19), "updated_at",
+		      jobs_time(st, 20));
 	if (o == NULL) {
 		store_finalize(st);
 		return NULL;
 	}
 	json_object_set_new(o, "step",
-			    t && cur >= 0 && (size_t)cur < t->nsteps ? json_string(t->steps[cur].name)
-			    : store_col_is_null(st, 11)		     ? json_null()
-								     : json_string(store_col_text(st, 11)));
+			    t && cur >= 0 && (size_t)cur < t->nsteps
+				? json_string(t->steps[cur].name)
+			    : store_col_is_null(st, 11) ? json_null()
+							: json_string(store_col_text(st, 11)));
 	store_finalize(st);
 	steps = json_array();
 	for (i = 0; t && i < t->nsteps; i++) {

@@ -19,10 +19,10 @@
 #include "store.h"
 
 /* The guard needs the def; guards are per machine, so each machine gets a thin wrapper. */
-#define SM_CHECKLIST_GUARD(fn, def)                                                        \
-	static int fn(struct store *s, int64_t id, char *why, size_t whylen)               \
-	{                                                                                  \
-		return sm_guard_for(&def, s, id, why, whylen);                             \
+#define SM_CHECKLIST_GUARD(fn, def)                                                                \
+	static int fn(struct store *s, int64_t id, char *why, size_t whylen)                       \
+	{                                                                                          \
+		return sm_guard_for(&def, s, id, why, whylen);                                     \
 	}
 
 static int sm_guard_for(const struct sm_def *def, struct store *s, int64_t id, char *why,
@@ -30,8 +30,9 @@ static int sm_guard_for(const struct sm_def *def, struct store *s, int64_t id, c
 
 /* Server: pending → creating → booting → bootstrapping → installing_agent → active. */
 static const char *const sm_server_states[] = {
-    "pending", "creating", "booting", "bootstrapping", "installing_agent", "active",
-    "suspended", "failed", "deleting", "deleted", NULL};
+    "pending",		"creating", "booting",	 "bootstrapping",
+    "installing_agent", "active",   "suspended", "failed",
+    "deleting",		"deleted",  NULL};
 static int sm_server_ready(struct store *s, int64_t id, char *why, size_t whylen);
 static const struct sm_transition sm_server_tr[] = {
     {"pending", "creating", NULL},
@@ -61,43 +62,41 @@ const struct sm_def sm_server = {"server", "servers", sm_server_states, sm_serve
 SM_CHECKLIST_GUARD(sm_server_ready, sm_server)
 
 /* Site: pending → creating → active ⇄ inactive; deleting → deleted. */
-static const char *const sm_site_states[] = {"pending", "creating", "active", "inactive",
-					      "failed", "deleting", "deleted", NULL};
+static const char *const sm_site_states[] = {"pending", "creating", "active",  "inactive",
+					     "failed",	"deleting", "deleted", NULL};
 static int sm_site_ready(struct store *s, int64_t id, char *why, size_t whylen);
 static const struct sm_transition sm_site_tr[] = {
     {"pending", "creating", NULL}, {"creating", "active", sm_site_ready},
     {"active", "inactive", NULL},  {"inactive", "active", sm_site_ready},
     {"pending", "failed", NULL},   {"creating", "failed", NULL},
-    {"active", "failed", NULL},    {"inactive", "failed", NULL},
+    {"active", "failed", NULL},	   {"inactive", "failed", NULL},
     {"failed", "creating", NULL},  {"deleting", "failed", NULL},
-    {"*", "deleting", NULL},       {"deleting", "deleted", NULL},
+    {"*", "deleting", NULL},	   {"deleting", "deleted", NULL},
 };
 const struct sm_def sm_site = {"site", "sites", sm_site_states, sm_site_tr,
 			       sizeof(sm_site_tr) / sizeof(sm_site_tr[0])};
 SM_CHECKLIST_GUARD(sm_site_ready, sm_site)
 
 /* Deployment: pending → running → finished | failed | cancelled. */
-static const char *const sm_deployment_states[] = {"pending", "running", "finished",
-						    "failed", "cancelled", NULL};
+static const char *const sm_deployment_states[] = {"pending", "running",   "finished",
+						   "failed",  "cancelled", NULL};
 static const struct sm_transition sm_deployment_tr[] = {
-    {"pending", "running", NULL},   {"running", "finished", NULL},
-    {"running", "failed", NULL},    {"pending", "failed", NULL},
-    {"pending", "cancelled", NULL}, {"running", "cancelled", NULL},
+    {"pending", "running", NULL}, {"running", "finished", NULL},  {"running", "failed", NULL},
+    {"pending", "failed", NULL},  {"pending", "cancelled", NULL}, {"running", "cancelled", NULL},
 };
 const struct sm_def sm_deployment = {"deployment", "deployments", sm_deployment_states,
 				     sm_deployment_tr,
 				     sizeof(sm_deployment_tr) / sizeof(sm_deployment_tr[0])};
 
 /* Key sync (one key, one server, one user): pending → synced | failed. */
-static const char *const sm_key_sync_states[] = {"pending", "synced", "failed", "removing",
-						  "removed", NULL};
+static const char *const sm_key_sync_states[] = {"pending",  "synced",	"failed",
+						 "removing", "removed", NULL};
 static const struct sm_transition sm_key_sync_tr[] = {
-    {"pending", "synced", NULL},   {"pending", "failed", NULL},  {"synced", "pending", NULL},
-    {"failed", "pending", NULL},   {"*", "removing", NULL},      {"removing", "removed", NULL},
+    {"pending", "synced", NULL},  {"pending", "failed", NULL}, {"synced", "pending", NULL},
+    {"failed", "pending", NULL},  {"*", "removing", NULL},     {"removing", "removed", NULL},
     {"removing", "failed", NULL},
 };
-const struct sm_def sm_key_sync = {"key_sync", "server_keys", sm_key_sync_states,
-				   sm_key_sync_tr,
+const struct sm_def sm_key_sync = {"key_sync", "server_keys", sm_key_sync_states, sm_key_sync_tr,
 				   sizeof(sm_key_sync_tr) / sizeof(sm_key_sync_tr[0])};
 
 int
@@ -140,8 +139,8 @@ sm_find(const struct sm_def *def, const char *from, const char *to)
 }
 
 static void
-sm_event(struct store *s, const struct sm_def *def, int64_t id, const char *actor,
-	 const char *from, const char *to)
+sm_event(struct store *s, const struct sm_def *def, int64_t id, const char *actor, const char *from,
+	 const char *to)
 {
 	char kind[48], *data;
 	json_t *o;
@@ -207,8 +206,8 @@ out:
 }
 
 int
-sm_fail(struct store *s, const struct sm_def *def, int64_t id, const char *step,
-	const char *error, const char *actor)
+sm_fail(struct store *s, const struct sm_def *def, int64_t id, const char *step, const char *error,
+	const char *actor)
 {
 	char sql[200], e[512];
 	int rc;
@@ -223,8 +222,7 @@ sm_fail(struct store *s, const struct sm_def *def, int64_t id, const char *step,
 }
 
 int
-sm_progress(struct store *s, const struct sm_def *def, int64_t id, int percent,
-	    const char *message)
+sm_progress(struct store *s, const struct sm_def *def, int64_t id, int percent, const char *message)
 {
 	char sql[200], kind[48], *data;
 	json_t *o;

@@ -74,13 +74,16 @@ stoked_parse(int argc, char **argv, struct stoked_config *cfg, int *check, char 
 			over[nover++] = (struct stoked_override){"data_dir", optarg, "--data-dir"};
 			break;
 		case OPT_API_LISTEN:
-			over[nover++] = (struct stoked_override){"api_listen", optarg, "--api-listen"};
+			over[nover++] =
+			    (struct stoked_override){"api_listen", optarg, "--api-listen"};
 			break;
 		case OPT_AGENT_LISTEN:
-			over[nover++] = (struct stoked_override){"agent_listen", optarg, "--agent-listen"};
+			over[nover++] =
+			    (struct stoked_override){"agent_listen", optarg, "--agent-listen"};
 			break;
 		case OPT_LOG_LEVEL:
-			over[nover++] = (struct stoked_override){"log_level", optarg, "--log-level"};
+			over[nover++] =
+			    (struct stoked_override){"log_level", optarg, "--log-level"};
 			break;
 		case OPT_NAME:
 			if (name == NULL)
@@ -281,8 +284,7 @@ stoked_main(int argc, char **argv)
 			log_warnx("%s", err);
 	}
 	log_info("api listening on %s", url);
-	log_info("agent channel (%s) arrives with the agent; not listening yet",
-		 cfg.agent_listen);
+	log_info("agent channel (%s) arrives with the agent; not listening yet", cfg.agent_listen);
 	printf("stoked %s: API on %s (data in %s)\n", STOKE_VERSION, url, cfg.data_dir);
 	fflush(stdout);
 

@@ -49,8 +49,8 @@ store_open(const char *path, struct store **out, char *err, size_t errlen)
 	*out = NULL;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return err_set(err, errlen, ERR_NOMEM, "out of memory");
-	rc = sqlite3_open_v2(path, &s->db,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	rc = sqlite3_open_v2(
+	    path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		err_set(err, errlen, ERR_DB, "%s: %s", path,
 			s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));

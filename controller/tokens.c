@@ -29,7 +29,8 @@ tokens_create(struct store *s, const char *name, char **plain, int64_t *id, char
 	crypto_sha256_hex(tok, hash);
 	/* Enough of the token to recognise it in a list, not enough to matter. */
 	snprintf(prefix, sizeof(prefix), "%.8s", tok);
-	if (store_exec(s, "INSERT INTO api_tokens (name, hash, prefix, created_at) VALUES (?,?,?,?)",
+	if (store_exec(s,
+		       "INSERT INTO api_tokens (name, hash, prefix, created_at) VALUES (?,?,?,?)",
 		       "sssi", name, hash, prefix, store_now_ms()) != 0) {
 		free(tok);
 		return err_set(err, errlen, ERR_DB, "cannot store token: %s", store_errmsg(s));

@@ -116,14 +116,14 @@ testjobs_undo(struct job_ctx *ctx, int idx, char *err, size_t errlen)
 	return rc;
 }
 
-#define TESTJOBS_STEP(n)                                                                   \
-	static int testjobs_run##n(struct job_ctx *c, char *e, size_t l)                   \
-	{                                                                                  \
-		return testjobs_step(c, n, e, l);                                          \
-	}                                                                                  \
-	static int testjobs_undo##n(struct job_ctx *c, char *e, size_t l)                  \
-	{                                                                                  \
-		return testjobs_undo(c, n, e, l);                                          \
+#define TESTJOBS_STEP(n)                                                                           \
+	static int testjobs_run##n(struct job_ctx *c, char *e, size_t l)                           \
+	{                                                                                          \
+		return testjobs_step(c, n, e, l);                                                  \
+	}                                                                                          \
+	static int testjobs_undo##n(struct job_ctx *c, char *e, size_t l)                          \
+	{                                                                                          \
+		return testjobs_undo(c, n, e, l);                                                  \
 	}
 TESTJOBS_STEP(0)
 TESTJOBS_STEP(1)
@@ -133,7 +133,7 @@ TESTJOBS_STEP(4)
 
 static const struct job_step testjobs_steps[] = {
     {"zero", testjobs_run0, testjobs_undo0, 0}, {"one", testjobs_run1, testjobs_undo1, 0},
-    {"two", testjobs_run2, testjobs_undo2, 0},  {"three", testjobs_run3, testjobs_undo3, 0},
+    {"two", testjobs_run2, testjobs_undo2, 0},	{"three", testjobs_run3, testjobs_undo3, 0},
     {"four", testjobs_run4, testjobs_undo4, 0},
 };
 static const struct job_type testjobs_type_steps = {
