@@ -35,6 +35,7 @@ run: build
 
 bench: build
 	@for b in $(BUILD_DIR)/bench/bench_*; do [ -x "$$b" ] && "$$b" || exit 1; done
+	@for b in bench/bench_*.sh; do STOKE_BUILD=$(BUILD_DIR) bash "$$b" || exit 1; done
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

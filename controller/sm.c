@@ -249,7 +249,7 @@ int
 sm_check(struct store *s, const struct sm_def *def, int64_t id, const char *item, int done,
 	 int required, const char *detail)
 {
-	json_t *list, *it, *name;
+	json_t *list, *it = NULL, *name;
 	char *text, *out, sql[160];
 	size_t i;
 	int rc;

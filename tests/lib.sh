@@ -1,0 +1,65 @@
+# tests/lib.sh: helpers for the shell tests: temp dirs, starting stoked on a free port,
+# waiting with deadlines, cleanup of everything a test started. Source it first.
+set -euo pipefail
+
+: "${STOKE_BUILD:?STOKE_BUILD must name the build folder}"
+: "${STOKE_SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+
+T_TMP=$(mktemp -d /tmp/stoke-test.XXXXXX)
+T_PIDS=()
+
+t_cleanup() {
+	local p
+	for p in "${T_PIDS[@]:-}"; do
+		[ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
+	done
+	for p in "${T_PIDS[@]:-}"; do
+		[ -n "$p" ] && wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$T_TMP"
+}
+trap t_cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -n "${T_LOG:-}" ] && [ -f "$T_LOG" ]; then
+		echo "--- last lines of $T_LOG:" >&2
+		tail -n 30 "$T_LOG" >&2
+	fi
+	exit 1
+}
+
+ok() { echo "ok - $*"; }
+
+# t_wait SECONDS CMD...: runs CMD until it succeeds or the deadline passes.
+t_wait() {
+	local secs=$1
+	shift
+	local end=$((SECONDS + secs))
+	while ! "$@" >/dev/null 2>&1; do
+		[ $SECONDS -lt $end ] || return 1
+		sleep 0.05
+	done
+}
+
+# t_start_stoked BIN DATA_DIR [ARGS...]: starts a controller on free ports; sets T_PID,
+# T_URL and T_LOG. Waits until the API answers.
+t_start_stoked() {
+	local bin=$1 data=$2
+	shift 2
+	mkdir -p "$data"
+	rm -f "$data/api.url"
+	T_LOG="$data/stoked.log"
+	"$bin" --data-dir "$data" --api-listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 "$@" \
+		>>"$T_LOG" 2>&1 &
+	T_PID=$!
+	T_PIDS+=("$T_PID")
+	t_wait 20 test -s "$data/api.url" || fail "stoked did not write $data/api.url"
+	T_URL=$(cat "$data/api.url")
+	t_wait 20 curl -sf "$T_URL/api/v1/health" || fail "stoked at $T_URL does not answer"
+}
+
+# t_sql DB SQL: one value from the database (the sqlite3 shell, read only use).
+t_sql() {
+	sqlite3 -cmd '.timeout 5000' "$1" "$2"
+}
