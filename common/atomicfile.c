@@ -72,8 +72,8 @@ atomicfile_sync_dir(const char *dir, char *err, size_t errlen)
 }
 
 int
-atomicfile_write(const char *path, const void *data, size_t len, mode_t mode, uid_t uid,
-		 gid_t gid, char *err, size_t errlen)
+atomicfile_write(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid,
+		 char *err, size_t errlen)
 {
 	char tmp[PATH_MAX], dir[PATH_MAX];
 	int fd = -1, rc;
@@ -142,8 +142,7 @@ atomicfile_read_some(int fd, void *p, size_t n)
 }
 
 int
-atomicfile_read(const char *path, size_t max, char **out, size_t *outlen, char *err,
-		size_t errlen)
+atomicfile_read(const char *path, size_t max, char **out, size_t *outlen, char *err, size_t errlen)
 {
 	struct stat st;
 	char *data = NULL, *p, probe;
@@ -158,8 +157,8 @@ atomicfile_read(const char *path, size_t max, char **out, size_t *outlen, char *
 		max = SIZE_MAX / 2;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd == -1)
-		return err_set(err, errlen, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: %s",
-			       path, strerror(errno));
+		return err_set(err, errlen, errno == ENOENT ? ERR_NOTFOUND : ERR_IO, "%s: %s", path,
+			       strerror(errno));
 	if (fstat(fd, &st) == -1) {
 		rc = err_set(err, errlen, ERR_IO, "%s: stat: %s", path, strerror(errno));
 		goto fail;

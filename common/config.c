@@ -177,8 +177,7 @@ config_parse_hostport(const char *value, char *why, size_t whylen)
 			return err_set(why, whylen, ERR_INVAL, "'%s' is not host:port", value);
 		if (memchr(value, ':', (size_t)(hostend - value)) != NULL)
 			return err_set(why, whylen, ERR_INVAL,
-				       "'%s': put an IPv6 address in brackets ([::1]:port)",
-				       value);
+				       "'%s': put an IPv6 address in brackets ([::1]:port)", value);
 		port = hostend + 1;
 		for (const char *c = host; c < hostend; c++)
 			if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == '/' || *c == '[' ||
@@ -192,8 +191,7 @@ config_parse_hostport(const char *value, char *why, size_t whylen)
 		return err_set(why, whylen, ERR_INVAL, "'%s': port must not be empty", value);
 	for (const char *c = port; *c != '\0'; c++) {
 		if (*c < '0' || *c > '9' || c - port >= 5)
-			return err_set(why, whylen, ERR_INVAL, "'%s': port must be 0-65535",
-				       value);
+			return err_set(why, whylen, ERR_INVAL, "'%s': port must be 0-65535", value);
 		n = n * 10 + (*c - '0');
 	}
 	if (n > 65535)
@@ -204,8 +202,7 @@ config_parse_hostport(const char *value, char *why, size_t whylen)
 /* Parses value for opt and stores it. On failure fills why (without the option
  * name) and leaves the stored value unchanged. */
 static int
-config_apply(const struct config_opt *opt, void *base, const char *value, char *why,
-	     size_t whylen)
+config_apply(const struct config_opt *opt, void *base, const char *value, char *why, size_t whylen)
 {
 	long l = 0;
 	int b = 0, rc = 0;
@@ -227,8 +224,7 @@ config_apply(const struct config_opt *opt, void *base, const char *value, char *
 		rc = config_parse_duration(opt, value, &l, why, whylen);
 		break;
 	default:
-		return err_set(why, whylen, ERR_INTERNAL, "unknown option type %d",
-			       (int)opt->type);
+		return err_set(why, whylen, ERR_INTERNAL, "unknown option type %d", (int)opt->type);
 	}
 	if (rc != 0)
 		return rc;
@@ -255,9 +251,9 @@ config_apply(const struct config_opt *opt, void *base, const char *value, char *
 	return 0;
 }
 
+/* base must be zeroed or hold values set by these functions: old strings are freed. */
 int
-config_defaults(const struct config_opt *opts, size_t nopts, void *base, char *err,
-		size_t errlen)
+config_defaults(const struct config_opt *opts, size_t nopts, void *base, char *err, size_t errlen)
 {
 	char why[CONFIG_WHY_MAX];
 	int rc;

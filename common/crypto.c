@@ -285,8 +285,7 @@ crypto_key_load(const char *path, uint8_t key[CRYPTO_KEY_LEN], char *err, size_t
 			return rc;
 	}
 	if (fd == -1)
-		return err_set(err, errlen, ERR_IO, "%s: open key file: %s", path,
-			       strerror(errno));
+		return err_set(err, errlen, ERR_IO, "%s: open key file: %s", path, strerror(errno));
 	if (fstat(fd, &st) == -1) {
 		rc = err_set(err, errlen, ERR_IO, "%s: stat key file: %s", path, strerror(errno));
 		goto fail;
@@ -387,8 +386,8 @@ fail:
 }
 
 int
-crypto_open(const uint8_t key[CRYPTO_KEY_LEN], const char *sealed, const char *aad,
-	    char **out, size_t *outlen, char *err, size_t errlen)
+crypto_open(const uint8_t key[CRYPTO_KEY_LEN], const char *sealed, const char *aad, char **out,
+	    size_t *outlen, char *err, size_t errlen)
 {
 	const size_t plen = strlen(CRYPTO_SEAL_PREFIX);
 	EVP_CIPHER_CTX *ctx = NULL;

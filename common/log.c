@@ -87,6 +87,9 @@ log_sanitize(char *out, size_t outlen, const char *msg)
 	return n;
 }
 
+static void log_vlog(int level, const char *lname, enum log_kind kind, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
 static void
 log_vlog(int level, const char *lname, enum log_kind kind, const char *fmt, va_list ap)
 {
@@ -108,9 +111,8 @@ log_vlog(int level, const char *lname, enum log_kind kind, const char *fmt, va_l
 		etext = strerror_r(saved_errno, ebuf, sizeof(ebuf));
 	log_sanitize(clean, sizeof(clean), msg);
 	time_iso(time_now_ms(), ts);
-	n = snprintf(line, sizeof(line), "%s %s[%ld] %s: %s%s%s", ts, log_progname,
-		     (long)getpid(), lname, clean, etext != NULL ? ": " : "",
-		     etext != NULL ? etext : "");
+	n = snprintf(line, sizeof(line), "%s %s[%ld] %s: %s%s%s", ts, log_progname, (long)getpid(),
+		     lname, clean, etext != NULL ? ": " : "", etext != NULL ? etext : "");
 	off = n < 0 ? 0 : (size_t)n;
 	if (off > sizeof(line) - 2)
 		off = sizeof(line) - 2;

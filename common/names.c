@@ -67,7 +67,8 @@ names_server(const char *s, char *err, size_t errlen)
 		if (s[i] >= 'A' && s[i] <= 'Z')
 			return err_set(err, errlen, ERR_INVAL, "must be lower case");
 		if (!names_is_lower(s[i]) && !names_is_digit(s[i]) && s[i] != '-')
-			return err_set(err, errlen, ERR_INVAL, "must contain only a-z, 0-9 and '-'");
+			return err_set(err, errlen, ERR_INVAL,
+				       "must contain only a-z, 0-9 and '-'");
 	}
 	if (s[0] == '-')
 		return err_set(err, errlen, ERR_INVAL, "must start with a letter or digit");
@@ -93,7 +94,8 @@ names_domain(const char *s, int allow_wildcard, char *err, size_t errlen)
 		if (!allow_wildcard)
 			return err_set(err, errlen, ERR_INVAL, "must not be a wildcard");
 		if (p[1] != '.')
-			return err_set(err, errlen, ERR_INVAL, "a wildcard must be \"*.\" then a domain");
+			return err_set(err, errlen, ERR_INVAL,
+				       "a wildcard must be \"*.\" then a domain");
 		p += 2;
 	}
 	if (strchr(p, '*') != NULL)
@@ -114,10 +116,12 @@ names_domain(const char *s, int allow_wildcard, char *err, size_t errlen)
 		p = dot + 1;
 	}
 	if (labels < 2)
-		return err_set(err, errlen, ERR_INVAL, "must have at least two labels (example.com)");
+		return err_set(err, errlen, ERR_INVAL,
+			       "must have at least two labels (example.com)");
 	for (p = last; *p != '\0'; p++)
 		if (!names_is_lower(*p))
-			return err_set(err, errlen, ERR_INVAL, "the last label must be letters only");
+			return err_set(err, errlen, ERR_INVAL,
+				       "the last label must be letters only");
 	return 0;
 }
 
@@ -148,7 +152,8 @@ names_branch(const char *s, char *err, size_t errlen)
 		unsigned char c = (unsigned char)s[i];
 
 		if (names_is_ctl(c))
-			return err_set(err, errlen, ERR_INVAL, "must not contain control characters");
+			return err_set(err, errlen, ERR_INVAL,
+				       "must not contain control characters");
 		if (c >= 0x80)
 			return err_set(err, errlen, ERR_INVAL, "must be ASCII");
 		if (strchr(" ~^:?*[\\", c) != NULL)
@@ -320,7 +325,8 @@ names_repo_url(const char *s, char *err, size_t errlen)
 		unsigned char c = (unsigned char)s[i];
 
 		if (names_is_ctl(c))
-			return err_set(err, errlen, ERR_INVAL, "must not contain control characters");
+			return err_set(err, errlen, ERR_INVAL,
+				       "must not contain control characters");
 		if (c == ' ')
 			return err_set(err, errlen, ERR_INVAL, "must not contain spaces");
 		if (c >= 0x80)
@@ -400,7 +406,8 @@ names_label(const char *s, char *err, size_t errlen)
 		if ((n = names_utf8(p, &cp)) == 0)
 			return err_set(err, errlen, ERR_INVAL, "must be valid UTF-8");
 		if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0))
-			return err_set(err, errlen, ERR_INVAL, "must not contain control characters");
+			return err_set(err, errlen, ERR_INVAL,
+				       "must not contain control characters");
 		/* Line separators and bidi overrides change how other text displays. */
 		if (cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
 		    (cp >= 0x2066 && cp <= 0x2069))
