@@ -65,7 +65,10 @@ void api_reply_err(struct api_req *r, int code, const char *msg);
 typedef ssize_t (*api_stream_fn)(struct api_stream *s, void *cls, char *buf, size_t max);
 void api_reply_stream(struct api_req *r, const char *content_type, api_stream_fn fn, void *cls,
 		      void (*free_fn)(void *));
-/* Non-zero when the daemon is stopping or the peer has hung up. */
+/* 0 while the stream may go on, API_STREAM_STOPPING when the daemon stops,
+ * API_STREAM_HUNGUP when the peer has hung up. Does not block. */
+#define API_STREAM_STOPPING 1
+#define API_STREAM_HUNGUP 2
 int api_stream_closing(struct api_stream *s);
 
 /* ---- validation (api_json.c) ---- */
@@ -132,6 +135,15 @@ int api_query_id(struct api_req *r, const char *name, int64_t *out);
 /* Path parameter i as a positive id. Replies 400 invalid_parameter and returns -1
  * when it is not one ("what" names the resource: "job id"). */
 int api_param_id(struct api_req *r, int i, const char *what, int64_t *out);
+/*
+ * Finds the row of table (a constant) named by ref: a positive id, else the value of
+ * name_col (may be NULL: ids only). Replies 404 not_found ("server web-9: not found")
+ * or 500 and returns -1 when there is none.
+ */
+int api_lookup(struct api_req *r, const char *kind, const char *table, const char *name_col,
+	       const char *ref, int64_t *id);
+/* Replies 500 internal naming what failed and the database's words. */
+void api_reply_db(struct api_req *r, struct store *s, const char *what);
 /* Replies 200 {"items": items, "next": last or null} (items taken). */
 void api_page_reply(struct api_req *r, json_t *items, int more, int64_t last);
 

@@ -16,6 +16,7 @@
 #include "buf.h"
 
 struct http_client;
+struct http_sse_event;
 
 /* Exit codes. */
 #define CLI_EXIT_OK 0
@@ -86,6 +87,15 @@ int cli_api(struct cli *cli, const char *method, const char *path, json_t *body,
 /* Like cli_api for GET of a list: follows "next" through every page and gives
  * {"items": [all of them], "next": null}. path may hold a query already. */
 int cli_api_list(struct cli *cli, const char *path, json_t **out);
+/*
+ * Follows GET path (under /api/v1) as Server-Sent Events, after the event id last_id (NULL:
+ * only new ones), reconnecting with Last-Event-ID when the stream drops (see http_sse_get,
+ * whose callbacks these are). Returns CLI_EXIT_OK when cb stopped the stream; prints the
+ * error and returns CLI_EXIT_FAIL otherwise.
+ */
+int cli_api_events(struct cli *cli, const char *path, const char *last_id,
+		   int (*cb)(const struct http_sse_event *ev, void *arg),
+		   void (*drop_cb)(const char *why, void *arg), void *arg);
 /* Appends "?key=value" or "&key=value" to path, the value escaped. Returns 0 or ERR_*. */
 int cli_query_add(struct buf *path, const char *key, const char *value);
 /* Appends "/" + the escaped segment. */

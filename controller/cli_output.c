@@ -150,6 +150,40 @@ out:
 }
 
 int
+cli_api_events(struct cli *cli, const char *path, const char *last_id,
+	       int (*cb)(const struct http_sse_event *ev, void *arg),
+	       void (*drop_cb)(const char *why, void *arg), void *arg)
+{
+	struct http_sse_opts o = {0};
+	struct http_response r;
+	struct buf full;
+	char err[1024];
+	int ret;
+
+	http_response_init(&r);
+	buf_init(&full, 64 * 1024);
+	if (buf_puts(&full, CLI_API_PREFIX) != 0 || buf_puts(&full, path) != 0) {
+		ret = cli_error("%s: path too long", path);
+		goto out;
+	}
+	o.last_event_id = last_id;
+	o.drop_cb = drop_cb;
+	if (http_sse_get(cli->http, full.data, &o, cb, arg, &r, err, sizeof(err)) != 0) {
+		ret = cli_error("%s", err);
+		goto out;
+	}
+	if (r.status != 200) {
+		ret = cli_api_error("GET", full.data, &r);
+		goto out;
+	}
+	ret = CLI_EXIT_OK;
+out:
+	buf_fini(&full);
+	http_response_fini(&r);
+	return ret;
+}
+
+int
 cli_api_list(struct cli *cli, const char *path, json_t **out)
 {
 	json_t *all = NULL, *items, *page = NULL, *pitems, *next;
@@ -176,8 +210,8 @@ cli_api_list(struct cli *cli, const char *path, json_t **out)
 			goto out;
 		pitems = json_object_get(page, "items");
 		if (!json_is_array(pitems)) {
-			ret = cli_error("GET %s%s: the answer has no \"items\" list", CLI_API_PREFIX,
-					p.data);
+			ret = cli_error("GET %s%s: the answer has no \"items\" list",
+					CLI_API_PREFIX, p.data);
 			goto out;
 		}
 		if (json_array_extend(items, pitems) != 0) {
@@ -311,8 +345,8 @@ cli_age(json_t *obj, const char *key, char *out, size_t outlen)
 	const char *s = cli_jstr(obj, key);
 	struct tm tm;
 	int64_t when, now, d;
-	const char *fmt;
-	int n = 0;
+	int n = 0, ago;
+	char unit;
 
 	memset(&tm, 0, sizeof(tm));
 	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
@@ -326,17 +360,22 @@ cli_age(json_t *obj, const char *key, char *out, size_t outlen)
 	when = (int64_t)timegm(&tm);
 	now = time_now_ms() / 1000;
 	d = now - when;
-	fmt = d >= 0 ? "%" PRId64 "%c ago" : "in %" PRId64 "%c";
+	ago = d >= 0;
 	if (d < 0)
 		d = -d;
-	if (d < 60)
-		snprintf(out, outlen, fmt, d, 's');
-	else if (d < 3600)
-		snprintf(out, outlen, fmt, d / 60, 'm');
-	else if (d < 86400)
-		snprintf(out, outlen, fmt, d / 3600, 'h');
-	else
-		snprintf(out, outlen, fmt, d / 86400, 'd');
+	if (d < 60) {
+		unit = 's';
+	} else if (d < 3600) {
+		d /= 60;
+		unit = 'm';
+	} else if (d < 86400) {
+		d /= 3600;
+		unit = 'h';
+	} else {
+		d /= 86400;
+		unit = 'd';
+	}
+	snprintf(out, outlen, "%s%" PRId64 "%c%s", ago ? "" : "in ", d, unit, ago ? " ago" : "");
 	return out;
 }
 

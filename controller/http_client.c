@@ -89,8 +89,8 @@ http_client_new(const struct http_client_opts *opts, struct http_client **out, c
 		c->user_agent = strdup("stoke/" STOKE_VERSION);
 	if (c->user_agent == NULL)
 		goto nomem;
-	c->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-						     : HTTP_CONNECT_TIMEOUT_MS;
+	c->connect_ms =
+	    opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : HTTP_CONNECT_TIMEOUT_MS;
 	c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : HTTP_TIMEOUT_MS;
 	c->body_max = opts->body_max > 0 ? opts->body_max : HTTP_BODY_MAX;
 	if ((c->curl = curl_easy_init()) == NULL) {
@@ -240,8 +240,7 @@ http_body_cb(char *p, size_t size, size_t n, void *ud)
 {
 	struct http_xfer *x = ud;
 
-	if (x->r->body.len + size * n > x->max ||
-	    buf_append(&x->r->body, p, size * n) != 0) {
+	if (x->r->body.len + size * n > x->max || buf_append(&x->r->body, p, size * n) != 0) {
 		x->toobig = 1;
 		return 0;
 	}
@@ -285,8 +284,8 @@ nomem:
 }
 
 int
-http_request(struct http_client *c, const char *method, const char *path,
-	     const char *json_body, struct http_response *r, char *err, size_t errlen)
+http_request(struct http_client *c, const char *method, const char *path, const char *json_body,
+	     struct http_response *r, char *err, size_t errlen)
 {
 	struct curl_slist *hdrs = NULL, *t;
 	struct http_xfer x = {r, c->body_max, 0};
@@ -318,7 +317,8 @@ http_request(struct http_client *c, const char *method, const char *path,
 		curl_easy_setopt(c->curl, CURLOPT_HTTPGET, 1L);
 	} else if (strcmp(method, "POST") == 0 && json_body != NULL) {
 		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, json_body);
-		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(json_body));
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)strlen(json_body));
 	} else {
 		/* POST without a body still says Content-Length: 0, and sends no Content-Type. */
 		curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
@@ -332,13 +332,14 @@ http_request(struct http_client *c, const char *method, const char *path,
 				curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hdrs);
 			}
 			curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, bd);
-			curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(bd));
+			curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+					 (curl_off_t)strlen(bd));
 		}
 	}
 	rc = curl_easy_perform(c->curl);
 	if (x.toobig) {
-		ret = err_set(err, errlen, ERR_TOOBIG, "%s %s: the answer is over %zu bytes", method,
-			      url.data, x.max);
+		ret = err_set(err, errlen, ERR_TOOBIG, "%s %s: the answer is over %zu bytes",
+			      method, url.data, x.max);
 		goto fail;
 	}
 	if (rc != CURLE_OK) {
@@ -360,22 +361,21 @@ out:
 }
 
 int
-http_get(struct http_client *c, const char *path, struct http_response *r, char *err,
-	 size_t errlen)
+http_get(struct http_client *c, const char *path, struct http_response *r, char *err, size_t errlen)
 {
 	return http_request(c, "GET", path, NULL, r, err, errlen);
 }
 
 int
-http_post(struct http_client *c, const char *path, const char *json_body,
-	  struct http_response *r, char *err, size_t errlen)
+http_post(struct http_client *c, const char *path, const char *json_body, struct http_response *r,
+	  char *err, size_t errlen)
 {
 	return http_request(c, "POST", path, json_body, r, err, errlen);
 }
 
 int
-http_patch(struct http_client *c, const char *path, const char *json_body,
-	   struct http_response *r, char *err, size_t errlen)
+http_patch(struct http_client *c, const char *path, const char *json_body, struct http_response *r,
+	   char *err, size_t errlen)
 {
 	return http_request(c, "PATCH", path, json_body, r, err, errlen);
 }
@@ -631,8 +631,8 @@ http_sse_get(struct http_client *c, const char *path, const struct http_sse_opts
 			goto out;
 		}
 		if (s.status == 200 && !s.is_stream) {
-			ret = err_set(err, errlen, ERR_IO, "GET %s: the answer is not an event stream",
-				      url.data);
+			ret = err_set(err, errlen, ERR_IO,
+				      "GET %s: the answer is not an event stream", url.data);
 			goto out;
 		}
 		if (s.status == 200)
@@ -656,8 +656,9 @@ http_sse_get(struct http_client *c, const char *path, const struct http_sse_opts
 			delay_ms = s.retry_ms > 0 ? s.retry_ms : base_ms;
 		}
 		if (++failures > max_retries) {
-			ret = err_set(err, errlen, ERR_IO, "lost the event stream: %s (gave up after %d tries)",
-				      why, max_retries);
+			ret = err_set(err, errlen, ERR_IO,
+				      "lost the event stream: %s (gave up after %d tries)", why,
+				      max_retries);
 			goto out;
 		}
 		if (opts->drop_cb != NULL)

@@ -50,8 +50,8 @@ void http_response_fini(struct http_response *r);
  * r->body tell). Otherwise ERR_IO ("cannot reach http://host:port: Connection refused"),
  * ERR_TIMEOUT or ERR_TOOBIG, with text in err. r is reset first.
  */
-int http_request(struct http_client *c, const char *method, const char *path,
-		 const char *json_body, struct http_response *r, char *err, size_t errlen);
+int http_request(struct http_client *c, const char *method, const char *path, const char *json_body,
+		 struct http_response *r, char *err, size_t errlen);
 int http_get(struct http_client *c, const char *path, struct http_response *r, char *err,
 	     size_t errlen);
 int http_post(struct http_client *c, const char *path, const char *json_body,
@@ -78,11 +78,11 @@ typedef void (*http_sse_drop_cb)(const char *why, void *arg);
 
 struct http_sse_opts {
 	const char *last_event_id; /* sent as Last-Event-ID on the first connect; NULL = none */
-	long idle_timeout_ms;	   /* no byte (not even a keep-alive) for this long: drop; 0 = 45 s */
-	long retry_ms;		   /* first reconnect delay (doubles, to 5 s); 0 = 500 ms */
-	int max_retries;	   /* reconnects in a row without receiving anything; 0 = 10 */
-	size_t event_max;	   /* bytes of one line or event; 0 = 1 MiB */
-	http_sse_drop_cb drop_cb;  /* may be NULL */
+	long idle_timeout_ms; /* no byte (not even a keep-alive) for this long: drop; 0 = 45 s */
+	long retry_ms;	      /* first reconnect delay (doubles, to 5 s); 0 = 500 ms */
+	int max_retries;      /* reconnects in a row without receiving anything; 0 = 10 */
+	size_t event_max;     /* bytes of one line or event; 0 = 1 MiB */
+	http_sse_drop_cb drop_cb; /* may be NULL */
 };
 
 /*

@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "enroll.h"
+#include "hub.h"
+#include "secrets.h"
 #include "atomicfile.h"
 #include "crypto.h"
 #include "err.h"
@@ -26,7 +29,16 @@
 #include "store.h"
 #include "tokens.h"
 
-enum { OPT_DATA_DIR = 256, OPT_API_LISTEN, OPT_AGENT_LISTEN, OPT_LOG_LEVEL, OPT_NAME };
+enum {
+	OPT_DATA_DIR = 256,
+	OPT_API_LISTEN,
+	OPT_AGENT_LISTEN,
+	OPT_LOG_LEVEL,
+	OPT_NAME,
+	OPT_OUT,
+	OPT_CONTROLLER,
+	OPT_CONF_EXTRA,
+};
 
 static const struct option stoked_long[] = {
     {"data-dir", required_argument, NULL, OPT_DATA_DIR},
@@ -34,6 +46,9 @@ static const struct option stoked_long[] = {
     {"agent-listen", required_argument, NULL, OPT_AGENT_LISTEN},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"name", required_argument, NULL, OPT_NAME},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"controller", required_argument, NULL, OPT_CONTROLLER},
+    {"conf-extra", required_argument, NULL, OPT_CONF_EXTRA},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -44,12 +59,21 @@ stoked_usage(FILE *f)
 {
 	fprintf(f, "usage: stoked [-n] [-c FILE] [--data-dir DIR] [--api-listen HOST:PORT]\n"
 		   "              [--agent-listen HOST:PORT] [--log-level LEVEL]\n"
-		   "       stoked token create [-c FILE] [--data-dir DIR] [--name NAME]\n");
+		   "       stoked token create [-c FILE] [--data-dir DIR] [--name NAME]\n"
+		   "       stoked agent enroll NAME --out DIR [-c FILE] [--data-dir DIR]\n"
+		   "              [--controller tls+tcp://HOST:PORT] [--conf-extra FILE]\n"
+		   "       stoked agent revoke NAME [-c FILE] [--data-dir DIR]\n");
 }
+
+/* Options only some subcommands take. */
+struct stoked_extra {
+	char *name, *out, *controller, *conf_extra;
+	const char *positional;
+};
 
 /* Parses options shared by the daemon and its subcommands into cfg. */
 static int
-stoked_parse(int argc, char **argv, struct stoked_config *cfg, int *check, char **name)
+stoked_parse(int argc, char **argv, struct stoked_config *cfg, int *check, struct stoked_extra *x)
 {
 	const char *file = NULL;
 	struct stoked_override {
@@ -86,9 +110,15 @@ stoked_parse(int argc, char **argv, struct stoked_config *cfg, int *check, char 
 			    (struct stoked_override){"log_level", optarg, "--log-level"};
 			break;
 		case OPT_NAME:
-			if (name == NULL)
+		case OPT_OUT:
+		case OPT_CONTROLLER:
+		case OPT_CONF_EXTRA:
+			if (x == NULL)
 				goto usage;
-			*name = optarg;
+			*(c == OPT_NAME		? &x->name
+			  : c == OPT_OUT	? &x->out
+			  : c == OPT_CONTROLLER ? &x->controller
+						: &x->conf_extra) = optarg;
 			break;
 		case 'V':
 			printf("stoked %s\n", STOKE_VERSION);
@@ -102,6 +132,8 @@ stoked_parse(int argc, char **argv, struct stoked_config *cfg, int *check, char 
 		if (nover == sizeof(over) / sizeof(over[0]))
 			goto usage;
 	}
+	if (x && optind + 1 == argc)
+		x->positional = argv[optind++];
 	if (optind != argc)
 		goto usage;
 	if (config_defaults(stoked_config_opts, stoked_config_nopts, cfg, err, sizeof(err)) != 0 ||
@@ -127,15 +159,12 @@ static int
 stoked_data(const struct stoked_config *cfg, char *err, size_t errlen)
 {
 	char path[4096];
-	uint8_t key[CRYPTO_KEY_LEN];
 	int rc;
 
 	if (mkdir(cfg->data_dir, 0700) == -1 && errno != EEXIST)
 		return err_set(err, errlen, ERR_IO, "%s: %s", cfg->data_dir, strerror(errno));
-	snprintf(path, sizeof(path), "%s/secret.key", cfg->data_dir);
-	if ((rc = crypto_key_load(path, key, err, errlen)) != 0)
+	if ((rc = secrets_init(cfg->data_dir, err, errlen)) != 0)
 		return rc;
-	explicit_bzero(key, sizeof(key)); /* checked here; modules load it when they need it */
 	snprintf(path, sizeof(path), "%s/stoke.db", cfg->data_dir);
 	return store_global_init(path, err, errlen);
 }
@@ -150,6 +179,7 @@ stoked_open_store(int argc, char **argv, char **data_dir)
 	if ((rc = stoked_parse(argc, argv, &cfg, NULL, NULL)) != 0)
 		return rc;
 	log_init("stoked", LOG_LEVEL_WARN);
+	/* the stoked_open_store caller has no positional arguments */
 	if (stoked_data(&cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "stoked: %s\n", err);
 		config_free(stoked_config_opts, stoked_config_nopts, &cfg);
@@ -165,15 +195,22 @@ static int
 stoked_token(int argc, char **argv)
 {
 	struct stoked_config cfg = {0};
-	char err[1024], *tok = NULL, *name = "cli";
+	struct stoked_extra x = {.name = "cli"};
+	char err[1024], *tok = NULL, *name;
 	int rc;
 
 	if (argc < 2 || strcmp(argv[1], "create") != 0) {
 		stoked_usage(stderr);
 		return 2;
 	}
-	if ((rc = stoked_parse(argc - 1, argv + 1, &cfg, NULL, &name)) != 0)
+	if ((rc = stoked_parse(argc - 1, argv + 1, &cfg, NULL, &x)) != 0)
 		return rc;
+	name = x.name;
+	if (x.positional) {
+		stoked_usage(stderr);
+		config_free(stoked_config_opts, stoked_config_nopts, &cfg);
+		return 2;
+	}
 	log_init("stoked", LOG_LEVEL_WARN);
 	rc = 1;
 	if (names_label(name, err, sizeof(err)) != 0) {
@@ -189,6 +226,82 @@ stoked_token(int argc, char **argv)
 	rc = 0;
 out:
 	free(tok);
+	store_global_fini();
+	config_free(stoked_config_opts, stoked_config_nopts, &cfg);
+	return rc;
+}
+
+/* `stoked agent enroll NAME --out DIR` and `stoked agent revoke NAME`. */
+static int
+stoked_agent(int argc, char **argv)
+{
+	struct stoked_config cfg = {0};
+	struct stoked_extra x = {0};
+	struct enroll_opts eo = {0};
+	char err[1024], url[512], path[4096], *extra = NULL, *known = NULL;
+	size_t n;
+	int rc, enroll;
+
+	if (argc < 2 || (strcmp(argv[1], "enroll") != 0 && strcmp(argv[1], "revoke") != 0)) {
+		stoked_usage(stderr);
+		return 2;
+	}
+	enroll = strcmp(argv[1], "enroll") == 0;
+	if ((rc = stoked_parse(argc - 1, argv + 1, &cfg, NULL, &x)) != 0)
+		return rc;
+	rc = 2;
+	if (x.positional == NULL || (enroll && x.out == NULL)) {
+		stoked_usage(stderr);
+		goto out;
+	}
+	log_init("stoked", LOG_LEVEL_WARN);
+	rc = 1;
+	if (stoked_data(&cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "stoked: %s\n", err);
+		goto out;
+	}
+	if (!enroll) {
+		if (enroll_revoke(store_thread(), x.positional, err, sizeof(err)) != 0) {
+			fprintf(stderr, "stoked: %s\n", err);
+			goto out;
+		}
+		printf("agent of %s revoked\n", x.positional);
+		rc = 0;
+		goto out;
+	}
+	/* The address agents dial: given, or the one the running controller bound. */
+	snprintf(path, sizeof(path), "%s/agent.url", cfg.data_dir);
+	if (x.controller)
+		snprintf(url, sizeof(url), "%s", x.controller);
+	else if (atomicfile_read(path, 4096, &known, &n, err, sizeof(err)) == 0) {
+		known[strcspn(known, "\r\n")] = '\0';
+		snprintf(url, sizeof(url), "%s", known);
+	} else
+		snprintf(url, sizeof(url), "tls+tcp://%s", cfg.agent_listen);
+	if (strncmp(url, "tls+tcp://", 10) != 0) {
+		fprintf(stderr, "stoked: --controller must be tls+tcp://HOST:PORT\n");
+		goto out;
+	}
+	if (x.conf_extra &&
+	    atomicfile_read(x.conf_extra, 1 << 20, &extra, &n, err, sizeof(err)) != 0) {
+		fprintf(stderr, "stoked: %s\n", err);
+		goto out;
+	}
+	eo.data_dir = cfg.data_dir;
+	eo.server_name = cfg.agent_server_name;
+	eo.controller = url;
+	eo.out_dir = x.out;
+	eo.extra_conf = extra;
+	if (enroll_agent(store_thread(), x.positional, &eo, NULL, err, sizeof(err)) != 0) {
+		fprintf(stderr, "stoked: %s\n", err);
+		goto out;
+	}
+	printf("enrolled %s; start the agent with: stoke-agent -c %s/agent.conf\n", x.positional,
+	       x.out);
+	rc = 0;
+out:
+	free(extra);
+	free(known);
 	store_global_fini();
 	config_free(stoked_config_opts, stoked_config_nopts, &cfg);
 	return rc;
@@ -224,12 +337,16 @@ stoked_main(int argc, char **argv)
 	struct jobs_engine *jobs = NULL;
 	struct api_opts aopts = {0};
 	struct api *api = NULL;
+	struct hub_opts hopts = {0};
+	struct hub *hub = NULL;
 	char err[1024], url[300], path[4096], host[256];
 	sigset_t set;
 	int check = 0, rc, sig;
 
 	if (argc > 1 && strcmp(argv[1], "token") == 0)
 		return stoked_token(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "agent") == 0)
+		return stoked_agent(argc - 1, argv + 1);
 	if ((rc = stoked_parse(argc, argv, &cfg, &check, NULL)) != 0)
 		return rc;
 	if (check) {
@@ -274,6 +391,29 @@ stoked_main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
+	log_info("api listening on %s", url);
+	hopts.listen = cfg.agent_listen;
+	hopts.data_dir = cfg.data_dir;
+	hopts.server_name = cfg.agent_server_name;
+	hopts.park_ms = cfg.agent_park;
+	if (hub_start(&hopts, &hub, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
+	{
+		char line[320], ahost[256];
+		int n;
+
+		snprintf(ahost, sizeof(ahost), "%s", cfg.agent_listen);
+		if (strrchr(ahost, ':'))
+			*strrchr(ahost, ':') = '\0';
+		n = snprintf(line, sizeof(line), "tls+tcp://%s:%u\n", ahost, hub_port(hub));
+		snprintf(path, sizeof(path), "%s/agent.url", cfg.data_dir);
+		if (atomicfile_write(path, line, (size_t)n, 0644, (uid_t)-1, (gid_t)-1, err,
+				     sizeof(err)) != 0)
+			log_warnx("%s", err);
+	}
+	/* api.url is written last: tests and tools wait for it to know everything listens. */
 	snprintf(path, sizeof(path), "%s/api.url", cfg.data_dir);
 	{
 		char line[320];
@@ -283,8 +423,6 @@ stoked_main(int argc, char **argv)
 				     sizeof(err)) != 0)
 			log_warnx("%s", err);
 	}
-	log_info("api listening on %s", url);
-	log_info("agent channel (%s) arrives with the agent; not listening yet", cfg.agent_listen);
 	printf("stoked %s: API on %s (data in %s)\n", STOKE_VERSION, url, cfg.data_dir);
 	fflush(stdout);
 
@@ -301,6 +439,7 @@ stoked_main(int argc, char **argv)
 	rc = 0;
 out:
 	api_stop(api);
+	hub_stop(hub);
 	jobs_stop(jobs);
 	store_global_fini();
 	config_free(stoked_config_opts, stoked_config_nopts, &cfg);

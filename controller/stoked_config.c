@@ -9,6 +9,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "names.h"
 
 static int
 stoked_config_level(const char *v, char *err, size_t errlen)
@@ -16,6 +17,14 @@ stoked_config_level(const char *v, char *err, size_t errlen)
 	if (log_level_parse(v) < 0)
 		return err_set(err, errlen, ERR_INVAL, "must be debug, info, warn or error");
 	return 0;
+}
+
+static int
+stoked_config_dns(const char *v, char *err, size_t errlen)
+{
+	return names_domain(v, 0, err, errlen) == 0 || names_server(v, err, errlen) == 0
+		   ? 0
+		   : err_set(err, errlen, ERR_INVAL, "must be a DNS name");
 }
 
 #define OPT(f) offsetof(struct stoked_config, f)
@@ -37,6 +46,10 @@ const struct config_opt stoked_config_opts[] = {
      "largest request body the API accepts, in bytes"},
     {"api_connections", CONFIG_INT, OPT(api_conns), "256", 4, 4096, NULL,
      "most simultaneous API connections"},
+    {"agent_server_name", CONFIG_STRING, OPT(agent_server_name), "stoke-controller", 0, 0,
+     stoked_config_dns, "DNS name in the controller's agent certificate, verified by agents"},
+    {"agent_park", CONFIG_DURATION, OPT(agent_park), "25s", 100, 300000, NULL,
+     "how long an idle agent's poll is held before a no-op answer"},
 };
 
 const size_t stoked_config_nopts = sizeof(stoked_config_opts) / sizeof(stoked_config_opts[0]);

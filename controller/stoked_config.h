@@ -18,6 +18,8 @@ struct stoked_config {
 	long job_lease;  /* ms */
 	long body_max;   /* bytes */
 	long api_conns;
+	char *agent_server_name; /* DNS name in the controller's agent certificate */
+	long agent_park;         /* ms a poll is parked before a no-op */
 };
 
 extern const struct config_opt stoked_config_opts[];

@@ -1,0 +1,612 @@
+/*
+ * channel.c: the agent's channel to the controller (see channel.h). The poll loop is
+ * the only reader of commands; handlers run in detached threads and share one output
+ * context, guarded by a mutex, on which every chunk and result is retried until the
+ * controller acknowledges it.
+ */
+#include "channel.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
+
+#include "agent_config.h"
+#include "atomicfile.h"
+#include "cmd.h"
+#include "crypto.h"
+#include "dedup.h"
+#include "err.h"
+#include "log.h"
+#include "timeutil.h"
+
+#define CHANNEL_PROTOCOL 1
+#define CHANNEL_MSG_MAX (1024 * 1024)
+#define CHANNEL_CHUNK (32 * 1024)
+#define CHANNEL_MAX_RUNNING 256
+
+struct channel_running {
+	uint64_t id;
+	atomic_int cancel;
+};
+
+struct channel {
+	const struct agent_config *cfg;
+	nng_socket sock;
+	nng_dialer dialer;
+	nng_tls_config *tls;
+	nng_ctx poll_ctx, out_ctx;
+	nng_aio *poll_aio, *out_aio;
+	pthread_mutex_t out_mtx;
+	pthread_mutex_t mtx; /* acks, running */
+	char *secret;
+	struct dedup *dedup;
+	uint64_t *acks;
+	size_t nacks, capacks;
+	struct channel_running *running[CHANNEL_MAX_RUNNING];
+	atomic_int hello; /* a new connection: say hello with facts */
+	atomic_int stopping;
+	atomic_int threads; /* handler threads alive */
+};
+
+struct channel_job {
+	struct channel *ch;
+	Stoke__Command *cmd; /* owned (unpacked) */
+	Stoke__Envelope *env;
+	struct channel_running *run;
+};
+
+/* Output of one command, buffered per stream so chunks carry whole lines. */
+struct channel_sink {
+	struct channel *ch;
+	uint64_t id;
+	uint64_t seq;
+	char *part[3];
+	size_t partlen[3];
+};
+
+static void
+channel_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct channel *ch = arg;
+
+	(void)p;
+	if (ev == NNG_PIPE_EV_ADD_POST) {
+		atomic_store(&ch->hello, 1);
+		log_info("channel: connected to %s", ch->cfg->controller);
+	} else if (ev == NNG_PIPE_EV_REM_POST)
+		log_info("channel: connection to %s closed", ch->cfg->controller);
+}
+
+/* Sends an envelope on ctx and waits for the reply (timeout_ms). *reply is unpacked. */
+static int
+channel_call(struct channel *ch, nng_ctx ctx, nng_aio *aio, Stoke__Envelope *env, long timeout_ms,
+	     Stoke__Envelope **reply)
+{
+	size_t n = stoke__envelope__get_packed_size(env);
+	nng_msg *m;
+	int rv;
+
+	*reply = NULL;
+	(void)ch;
+	if ((rv = nng_msg_alloc(&m, n)) != 0)
+		return rv;
+	stoke__envelope__pack(env, nng_msg_body(m));
+	nng_aio_set_msg(aio, m);
+	nng_aio_set_timeout(aio, 10000);
+	nng_ctx_send(ctx, aio);
+	nng_aio_wait(aio);
+	if ((rv = nng_aio_result(aio)) != 0) {
+		nng_msg_free(nng_aio_get_msg(aio));
+		return rv;
+	}
+	nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
+	nng_ctx_recv(ctx, aio);
+	nng_aio_wait(aio);
+	if ((rv = nng_aio_result(aio)) != 0)
+		return rv;
+	m = nng_aio_get_msg(aio);
+	*reply = stoke__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+	nng_msg_free(m);
+	if (*reply == NULL)
+		return NNG_EPROTO;
+	if ((*reply)->protocol_version != CHANNEL_PROTOCOL) {
+		log_warnx("channel: controller speaks protocol %u, this agent %d",
+			  (*reply)->protocol_version, CHANNEL_PROTOCOL);
+		stoke__envelope__free_unpacked(*reply, NULL);
+		*reply = NULL;
+		return NNG_EPROTO;
+	}
+	return 0;
+}
+
+static long
+channel_backoff(int failures)
+{
+	long d = 100, cap = 30000;
+	uint32_t r;
+	int i;
+
+	for (i = 0; i < failures && d < cap; i++)
+		d *= 2;
+	if (d > cap)
+		d = cap;
+	crypto_random(&r, sizeof(r));
+	return d / 2 + (long)(r % (uint32_t)(d / 2 + 1)); /* jitter: 50-100% */
+}
+
+/* Sends an output chunk or result until the controller acknowledges it. */
+static int
+channel_deliver(struct channel *ch, Stoke__Envelope *env)
+{
+	Stoke__Envelope *reply;
+	int rv, failures = 0;
+
+	pthread_mutex_lock(&ch->out_mtx);
+	for (;;) {
+		rv = channel_call(ch, ch->out_ctx, ch->out_aio, env, 30000, &reply);
+		if (rv == 0 && reply->body_case == STOKE__ENVELOPE__BODY_ACK) {
+			stoke__envelope__free_unpacked(reply, NULL);
+			break;
+		}
+		if (rv == 0 && reply->body_case == STOKE__ENVELOPE__BODY_REFUSED)
+			log_warnx("channel: controller refused output: %s", reply->refused->reason);
+		if (reply)
+			stoke__envelope__free_unpacked(reply, NULL);
+		if (atomic_load(&ch->stopping) > 1) {
+			pthread_mutex_unlock(&ch->out_mtx);
+			return -1;
+		}
+		time_sleep_ms(channel_backoff(failures++));
+	}
+	pthread_mutex_unlock(&ch->out_mtx);
+	return 0;
+}
+
+static void
+channel_send_chunk(struct channel_sink *k, enum cmd_stream stream, const char *data, size_t len)
+{
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
+	Stoke__OutputChunk o = STOKE__OUTPUT_CHUNK__INIT;
+
+	env.protocol_version = CHANNEL_PROTOCOL;
+	env.body_case = STOKE__ENVELOPE__BODY_OUTPUT;
+	env.output = &o;
+	o.agent_id = k->ch->cfg->agent_id;
+	o.secret = k->ch->secret;
+	o.command_id = k->id;
+	o.seq = ++k->seq;
+	o.stream = stream == CMD_STDERR	  ? STOKE__STREAM_KIND__STREAM_STDERR
+		   : stream == CMD_SYSTEM ? STOKE__STREAM_KIND__STREAM_SYSTEM
+					  : STOKE__STREAM_KIND__STREAM_STDOUT;
+	o.data.data = (uint8_t *)data;
+	o.data.len = len;
+	channel_deliver(k->ch, &env);
+}
+
+/* Sends every complete line buffered for stream (all of it when flush). */
+static void
+channel_sink_flush(struct channel_sink *k, int stream, int flush)
+{
+	char *p = k->part[stream];
+	size_t len = k->partlen[stream], off = 0, n;
+
+	while (off < len) {
+		const char *nl;
+
+		n = len - off > CHANNEL_CHUNK ? CHANNEL_CHUNK : len - off;
+		/* cut after the last newline that fits, unless one line is longer than a chunk */
+		nl = memrchr(p + off, '\n', n);
+		if (nl)
+			n = (size_t)(nl - (p + off)) + 1;
+		else if (len - off <= CHANNEL_CHUNK && !flush)
+			break;
+		channel_send_chunk(k, (enum cmd_stream)stream, p + off, n);
+		off += n;
+	}
+	memmove(p, p + off, len - off);
+	k->partlen[stream] = len - off;
+}
+
+static void
+channel_output_cb(void *arg, enum cmd_stream stream, const char *data, size_t len)
+{
+	struct channel_sink *k = arg;
+	int s = stream == CMD_STDERR ? 1 : stream == CMD_SYSTEM ? 2 : 0;
+	char *np;
+
+	if (len == 0)
+		return;
+	np = realloc(k->part[s], k->partlen[s] + len);
+	if (np == NULL)
+		return;
+	k->part[s] = np;
+	memcpy(np + k->partlen[s], data, len);
+	k->partlen[s] += len;
+	channel_sink_flush(k, s, 0);
+}
+
+static void
+channel_result(struct channel *ch, uint64_t id, const struct cmd_result *r, uint64_t last_seq,
+	       uint64_t duration_ms)
+{
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
+	Stoke__Result res = STOKE__RESULT__INIT;
+
+	env.protocol_version = CHANNEL_PROTOCOL;
+	env.body_case = STOKE__ENVELOPE__BODY_RESULT;
+	env.result = &res;
+	res.agent_id = ch->cfg->agent_id;
+	res.secret = ch->secret;
+	res.command_id = id;
+	res.exit_code = r->exit_code;
+	res.signal = r->signal;
+	res.error = (char *)r->error;
+	res.duration_ms = duration_ms;
+	res.last_seq = last_seq;
+	res.result_json = r->result_json ? r->result_json : "";
+	res.facts = r->facts;
+	if (channel_deliver(ch, &env) == 0)
+		dedup_done(ch->dedup, id);
+}
+
+static void
+channel_running_del(struct channel *ch, struct channel_running *run)
+{
+	size_t i;
+
+	pthread_mutex_lock(&ch->mtx);
+	for (i = 0; i < CHANNEL_MAX_RUNNING; i++)
+		if (ch->running[i] == run)
+			ch->running[i] = NULL;
+	pthread_mutex_unlock(&ch->mtx);
+}
+
+static void *
+channel_job_main(void *arg)
+{
+	struct channel_job *j = arg;
+	struct channel *ch = j->ch;
+	const struct cmd_kind *k = cmd_lookup(j->cmd->kind_case);
+	struct channel_sink sink = {.ch = ch, .id = j->cmd->id};
+	struct cmd_ctx ctx = {.cfg = ch->cfg,
+			      .command_id = j->cmd->id,
+			      .output = channel_output_cb,
+			      .output_arg = &sink,
+			      .cancel = &j->run->cancel};
+	struct cmd_result r;
+	int64_t t0 = time_mono_ms();
+	int s;
+
+	cmd_result_init(&r);
+	if (k == NULL) {
+		r.exit_code = -1;
+		snprintf(r.error, sizeof(r.error), "this agent does not know command kind %d",
+			 (int)j->cmd->kind_case);
+	} else {
+		log_info("command %llu [%s]: started", (unsigned long long)j->cmd->id, k->name);
+		k->run(&ctx, j->cmd, &r);
+	}
+	for (s = 0; s < 3; s++)
+		channel_sink_flush(&sink, s, 1);
+	log_info("command %llu [%s]: exit %d%s%s", (unsigned long long)j->cmd->id,
+		 k ? k->name : "?", r.exit_code, r.error[0] ? ": " : "", r.error);
+	channel_result(ch, j->cmd->id, &r, sink.seq, (uint64_t)(time_mono_ms() - t0));
+	cmd_result_fini(&r);
+	for (s = 0; s < 3; s++)
+		free(sink.part[s]);
+	channel_running_del(ch, j->run);
+	free(j->run);
+	stoke__envelope__free_unpacked(j->env, NULL);
+	free(j);
+	atomic_fetch_sub(&ch->threads, 1);
+	return NULL;
+}
+
+static void
+channel_ack_add(struct channel *ch, uint64_t id)
+{
+	pthread_mutex_lock(&ch->mtx);
+	if (ch->nacks == ch->capacks) {
+		size_t cap = ch->capacks ? ch->capacks * 2 : 16;
+		uint64_t *na = realloc(ch->acks, cap * sizeof(*na));
+
+		if (na) {
+			ch->acks = na;
+			ch->capacks = cap;
+		}
+	}
+	if (ch->nacks < ch->capacks)
+		ch->acks[ch->nacks++] = id;
+	pthread_mutex_unlock(&ch->mtx);
+}
+
+/* Handles one command from a poll reply; takes ownership of env. */
+static void
+channel_command(struct channel *ch, Stoke__Envelope *env)
+{
+	Stoke__Command *cmd = env->command;
+	struct channel_job *j;
+	pthread_attr_t attr;
+	pthread_t t;
+	size_t i;
+	int fresh;
+
+	if (cmd->kind_case == STOKE__COMMAND__KIND_NOOP || cmd->id == 0) {
+		stoke__envelope__free_unpacked(env, NULL);
+		return;
+	}
+	channel_ack_add(ch, cmd->id);
+	if ((fresh = dedup_receive(ch->dedup, cmd->id)) != 1) {
+		if (fresh == 0)
+			log_info("command %llu: already received; not running it again",
+				 (unsigned long long)cmd->id);
+		stoke__envelope__free_unpacked(env, NULL);
+		return;
+	}
+	if (cmd->kind_case == STOKE__COMMAND__KIND_CANCEL_ID) {
+		struct cmd_result r;
+		int found = 0;
+
+		pthread_mutex_lock(&ch->mtx);
+		for (i = 0; i < CHANNEL_MAX_RUNNING; i++)
+			if (ch->running[i] && ch->running[i]->id == cmd->cancel_id) {
+				atomic_store(&ch->running[i]->cancel, 1);
+				found = 1;
+			}
+		pthread_mutex_unlock(&ch->mtx);
+		cmd_result_init(&r);
+		if (!found) {
+			r.exit_code = 1;
+			snprintf(r.error, sizeof(r.error), "command %llu is not running",
+				 (unsigned long long)cmd->cancel_id);
+		}
+		channel_result(ch, cmd->id, &r, 0, 0);
+		cmd_result_fini(&r);
+		stoke__envelope__free_unpacked(env, NULL);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (j == NULL || (j->run = calloc(1, sizeof(*j->run))) == NULL) {
+		free(j);
+		stoke__envelope__free_unpacked(env, NULL);
+		return;
+	}
+	j->ch = ch;
+	j->env = env;
+	j->cmd = cmd;
+	j->run->id = cmd->id;
+	pthread_mutex_lock(&ch->mtx);
+	for (i = 0; i < CHANNEL_MAX_RUNNING; i++)
+		if (ch->running[i] == NULL) {
+			ch->running[i] = j->run;
+			break;
+		}
+	pthread_mutex_unlock(&ch->mtx);
+	atomic_fetch_add(&ch->threads, 1);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	if (pthread_create(&t, &attr, channel_job_main, j) != 0) {
+		log_warn("command %llu: cannot start a thread", (unsigned long long)cmd->id);
+		atomic_fetch_sub(&ch->threads, 1);
+		channel_running_del(ch, j->run);
+		free(j->run);
+		free(j);
+		stoke__envelope__free_unpacked(env, NULL);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+static char *
+channel_read(const char *path, const char *what, char *err, size_t errlen)
+{
+	char *text = NULL;
+	size_t n;
+
+	if (path == NULL || path[0] == '\0') {
+		err_set(err, errlen, ERR_INVAL, "%s: not set in the configuration", what);
+		return NULL;
+	}
+	if (atomicfile_read(path, 1 << 20, &text, &n, err, errlen) != 0)
+		return NULL;
+	return text;
+}
+
+int
+channel_start(const struct agent_config *cfg, struct channel **out, char *err, size_t errlen)
+{
+	struct channel *ch;
+	char *ca = NULL, *crt = NULL, *key = NULL;
+	uint64_t unfinished[256];
+	size_t nu, i;
+	int rv = 0;
+
+	*out = NULL;
+	if ((ch = calloc(1, sizeof(*ch))) == NULL)
+		return err_set(err, errlen, ERR_NOMEM, "out of memory");
+	ch->cfg = cfg;
+	pthread_mutex_init(&ch->out_mtx, NULL);
+	pthread_mutex_init(&ch->mtx, NULL);
+	if (cfg->agent_id == NULL || cfg->agent_id[0] == '\0' || cfg->controller == NULL ||
+	    cfg->controller[0] == '\0') {
+		rv = err_set(err, errlen, ERR_INVAL, "controller and agent_id must be set");
+		goto fail;
+	}
+	if ((ca = channel_read(cfg->ca_file, "ca_file", err, errlen)) == NULL ||
+	    (crt = channel_read(cfg->cert_file, "cert_file", err, errlen)) == NULL ||
+	    (key = channel_read(cfg->key_file, "key_file", err, errlen)) == NULL ||
+	    (ch->secret = channel_read(cfg->secret_file, "secret_file", err, errlen)) == NULL) {
+		rv = ERR_IO;
+		goto fail;
+	}
+	ch->secret[strcspn(ch->secret, "\r\n")] = '\0';
+	if ((rv = dedup_open(cfg->state_dir, &ch->dedup, err, errlen)) != 0)
+		goto fail;
+	if ((rv = nng_tls_config_alloc(&ch->tls, NNG_TLS_MODE_CLIENT)) != 0 ||
+	    (rv = nng_tls_config_ca_chain(ch->tls, ca, NULL)) != 0 ||
+	    (rv = nng_tls_config_own_cert(ch->tls, crt, key, NULL)) != 0 ||
+	    (rv = nng_tls_config_server_name(ch->tls, cfg->server_name)) != 0 ||
+	    (rv = nng_tls_config_auth_mode(ch->tls, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+		err_set(err, errlen, ERR_CRYPTO, "TLS configuration: %s", nng_strerror(rv));
+		rv = ERR_CRYPTO;
+		goto fail;
+	}
+	if ((rv = nng_req0_open(&ch->sock)) != 0 ||
+	    (rv = nng_socket_set_ms(ch->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) !=
+		0 ||
+	    (rv = nng_socket_set_size(ch->sock, NNG_OPT_RECVMAXSZ, CHANNEL_MSG_MAX + 4096)) != 0 ||
+	    (rv = nng_pipe_notify(ch->sock, NNG_PIPE_EV_ADD_POST, channel_pipe_cb, ch)) != 0 ||
+	    (rv = nng_pipe_notify(ch->sock, NNG_PIPE_EV_REM_POST, channel_pipe_cb, ch)) != 0 ||
+	    (rv = nng_ctx_open(&ch->poll_ctx, ch->sock)) != 0 ||
+	    (rv = nng_ctx_open(&ch->out_ctx, ch->sock)) != 0 ||
+	    (rv = nng_aio_alloc(&ch->poll_aio, NULL, NULL)) != 0 ||
+	    (rv = nng_aio_alloc(&ch->out_aio, NULL, NULL)) != 0 ||
+	    (rv = nng_dialer_create(&ch->dialer, ch->sock, cfg->controller)) != 0 ||
+	    (rv = nng_dialer_set_ptr(ch->dialer, NNG_OPT_TLS_CONFIG, ch->tls)) != 0 ||
+	    (rv = nng_dialer_set_bool(ch->dialer, NNG_OPT_TCP_NODELAY, true)) != 0 ||
+	    (rv = nng_dialer_set_bool(ch->dialer, NNG_OPT_TCP_KEEPALIVE, true)) != 0 ||
+	    (rv = nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMINT, 100)) != 0 ||
+	    (rv = nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMAXT, 15000)) != 0 ||
+	    (rv = nng_dialer_start(ch->dialer, NNG_FLAG_NONBLOCK)) != 0) {
+		err_set(err, errlen, ERR_IO, "%s: %s", cfg->controller, nng_strerror(rv));
+		rv = ERR_IO;
+		goto fail;
+	}
+	free(ca);
+	free(crt);
+	explicit_bzero(key, strlen(key));
+	free(key);
+	*out = ch;
+	/* Commands that were running when the agent last stopped: their outcome is unknown,
+	 * and they must not run again. Say so. */
+	nu = dedup_unfinished(ch->dedup, unfinished, 256);
+	for (i = 0; i < nu; i++) {
+		struct cmd_result r;
+
+		cmd_result_init(&r);
+		r.exit_code = -1;
+		snprintf(r.error, sizeof(r.error),
+			 "the agent stopped while this command ran; its outcome is unknown");
+		log_warnx("command %llu: %s", (unsigned long long)unfinished[i], r.error);
+		channel_result(ch, unfinished[i], &r, 0, 0);
+		cmd_result_fini(&r);
+	}
+	return 0;
+fail:
+	free(ca);
+	free(crt);
+	if (key)
+		explicit_bzero(key, strlen(key));
+	free(key);
+	channel_free(ch);
+	return rv ? rv : ERR_IO;
+}
+
+void
+channel_run(struct channel *ch)
+{
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT, *reply;
+	Stoke__Poll poll = STOKE__POLL__INIT;
+	struct cmd_result facts;
+	uint64_t *acks = NULL;
+	int failures = 0, rv;
+
+	while (!atomic_load(&ch->stopping)) {
+		env.protocol_version = CHANNEL_PROTOCOL;
+		env.body_case = STOKE__ENVELOPE__BODY_POLL;
+		env.poll = &poll;
+		poll.agent_id = ch->cfg->agent_id;
+		poll.secret = ch->secret;
+		poll.version = STOKE_VERSION;
+		pthread_mutex_lock(&ch->mtx);
+		free(acks);
+		acks = ch->acks;
+		poll.n_ack_command_ids = ch->nacks;
+		poll.ack_command_ids = acks;
+		ch->acks = NULL;
+		ch->nacks = ch->capacks = 0;
+		pthread_mutex_unlock(&ch->mtx);
+		cmd_result_init(&facts);
+		poll.hello = atomic_exchange(&ch->hello, 0);
+		poll.facts = NULL;
+		if (poll.hello) {
+			cmd_facts(NULL, NULL, &facts);
+			poll.facts = facts.facts;
+		}
+		rv = channel_call(ch, ch->poll_ctx, ch->poll_aio, &env, 40000, &reply);
+		cmd_result_fini(&facts);
+		if (rv != 0) {
+			/* Not delivered: keep the acks and the hello for the next poll. */
+			size_t i;
+
+			for (i = 0; i < poll.n_ack_command_ids; i++)
+				channel_ack_add(ch, acks[i]);
+			if (poll.hello)
+				atomic_store(&ch->hello, 1);
+			if (atomic_load(&ch->stopping))
+				break;
+			if (rv != NNG_ETIMEDOUT)
+				log_debug("channel: poll: %s", nng_strerror(rv));
+			time_sleep_ms(channel_backoff(failures++));
+			continue;
+		}
+		failures = 0;
+		switch (reply->body_case) {
+		case STOKE__ENVELOPE__BODY_COMMAND:
+			channel_command(ch, reply);
+			break;
+		case STOKE__ENVELOPE__BODY_REFUSED:
+			log_warnx("channel: the controller refused this agent: %s",
+				  reply->refused->reason);
+			stoke__envelope__free_unpacked(reply, NULL);
+			time_sleep_ms(channel_backoff(8));
+			break;
+		default:
+			stoke__envelope__free_unpacked(reply, NULL);
+		}
+	}
+	free(acks);
+}
+
+void
+channel_stop(struct channel *ch)
+{
+	atomic_store(&ch->stopping, 1);
+	if (ch->poll_aio)
+		nng_aio_cancel(ch->poll_aio);
+}
+
+void
+channel_free(struct channel *ch)
+{
+	int64_t end = time_mono_ms() + 3000;
+
+	if (ch == NULL)
+		return;
+	/* Give running commands a moment to deliver their results. */
+	while (atomic_load(&ch->threads) > 0 && time_mono_ms() < end)
+		time_sleep_ms(20);
+	atomic_store(&ch->stopping, 2);
+	nng_close(ch->sock);
+	while (atomic_load(&ch->threads) > 0 && time_mono_ms() < end + 2000)
+		time_sleep_ms(20);
+	if (ch->poll_aio)
+		nng_aio_free(ch->poll_aio);
+	if (ch->out_aio)
+		nng_aio_free(ch->out_aio);
+	if (ch->tls)
+		nng_tls_config_free(ch->tls);
+	dedup_close(ch->dedup);
+	if (ch->secret)
+		explicit_bzero(ch->secret, strlen(ch->secret));
+	free(ch->secret);
+	free(ch->acks);
+	free(ch);
+}

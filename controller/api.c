@@ -1,0 +1,886 @@
+/*
+ * api.c: the HTTP side of the REST API over libmicrohttpd (the only file that includes
+ * microhttpd.h): listening, routing, bearer auth, bounded bodies, JSON replies and
+ * errors, streamed replies, the access log. No resource logic: handlers live in api_*.c.
+ * Called by stoked.c (api_start/api_stop) and by the handlers (api_json.h).
+ */
+#include "api.h"
+#include "api_json.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "buf.h"
+#include "err.h"
+#include "events.h"
+#include "log.h"
+#include "store.h"
+#include "timeutil.h"
+#include "tokens.h"
+
+#define API_BODY_MAX_DEFAULT (1024u * 1024)
+#define API_MAX_CONNS_DEFAULT 256u
+#define API_IDLE_TIMEOUT_S 60u
+#define API_MAX_PARAMS 3
+#define API_PARAM_MAX 256
+#define API_TOKEN_MAX 256
+#define API_STREAM_BLOCK (16u * 1024)
+
+/* Route flags. */
+#define API_R_PUBLIC 0x01   /* no token needed */
+#define API_R_BODY 0x02     /* takes a JSON object body, required (411 without) */
+#define API_R_BODY_OPT 0x04 /* takes an optional JSON object body */
+#define API_R_STREAM 0x08   /* long-lived streamed reply (no HEAD) */
+
+struct api_route {
+	const char *method;
+	const char *pattern; /* segments; ":x" matches one non-empty segment */
+	api_handler_fn fn;
+	unsigned flags;
+};
+
+static const struct api_route api_routes[] = {
+    {"GET", "/api/v1/health", api_health_get, API_R_PUBLIC},
+    {"GET", "/api/v1/servers", api_servers_list, 0},
+    {"POST", "/api/v1/servers", api_servers_create, API_R_BODY},
+    {"GET", "/api/v1/servers/:id", api_servers_get, 0},
+    {"PATCH", "/api/v1/servers/:id", api_servers_patch, API_R_BODY},
+    {"GET", "/api/v1/sites", api_sites_list, 0},
+    {"POST", "/api/v1/sites", api_sites_create, API_R_BODY},
+    {"GET", "/api/v1/sites/:id", api_sites_get, 0},
+    {"GET", "/api/v1/keys", api_keys_list, 0},
+    {"GET", "/api/v1/keys/:id", api_keys_get, 0},
+    {"GET", "/api/v1/deployments", api_deployments_list, 0},
+    {"GET", "/api/v1/deployments/:id", api_deployments_get, 0},
+    {"GET", "/api/v1/deployments/:id/log", api_deployments_log, 0},
+    {"GET", "/api/v1/commands", api_commands_list, 0},
+    {"GET", "/api/v1/commands/:id", api_commands_get, 0},
+    {"GET", "/api/v1/commands/:id/output", api_commands_output, 0},
+    {"GET", "/api/v1/jobs", api_jobs_list, 0},
+    {"GET", "/api/v1/jobs/:id", api_jobs_get, 0},
+    {"POST", "/api/v1/jobs/:id/cancel", api_jobs_cancel, API_R_BODY_OPT},
+    {"POST", "/api/v1/jobs/:id/retry", api_jobs_retry, API_R_BODY_OPT},
+    {"GET", "/api/v1/tokens", api_tokens_list, 0},
+    {"POST", "/api/v1/tokens", api_tokens_create, API_R_BODY},
+    {"DELETE", "/api/v1/tokens/:id", api_tokens_revoke, API_R_BODY_OPT},
+    {"GET", "/api/v1/audit", api_audit_list, 0},
+    {"GET", "/api/v1/events", api_events_get, API_R_STREAM},
+};
+#define API_NROUTES (sizeof(api_routes) / sizeof(api_routes[0]))
+
+struct api {
+	struct MHD_Daemon *mhd;
+	unsigned port;
+	size_t body_max;
+	atomic_int stopping;
+};
+
+struct api_req {
+	struct api *api;
+	struct MHD_Connection *conn;
+	const struct api_route *route;
+	char method[16];
+	char path[512]; /* for the log: printable, truncated */
+	char params[API_MAX_PARAMS][API_PARAM_MAX];
+	int nparams;
+	struct buf body;
+	int body_seen;    /* the request announced or sent a body */
+	int body_too_big; /* the body passed body_max; the rest is discarded */
+	json_t *json;
+	int64_t token_id;
+	char actor[160];
+	int replied; /* a reply was attempted */
+	int status;  /* 0 until a reply is queued */
+	int64_t t0;
+};
+
+struct api_stream {
+	struct api *api;
+	int fd; /* the connection's socket, polled for hang-up */
+	api_stream_fn fn;
+	void *cls;
+	void (*free_fn)(void *);
+};
+
+/* ---- small helpers ---- */
+
+static void
+api_log_cb(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	log_warnx("api: microhttpd: %s", msg);
+}
+
+/* Copies s for the log: printable ASCII only, truncated. */
+static void
+api_printable(char *dst, size_t dstlen, const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0' && i + 1 < dstlen; i++)
+		dst[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	dst[i] = '\0';
+}
+
+static int
+api_match(const char *pattern, const char *path, char params[][API_PARAM_MAX], int *nparams)
+{
+	const char *p = pattern, *u = path, *pe, *ue;
+	size_t pl, ul;
+	int n = 0;
+
+	while (*p != '\0' && *u != '\0') {
+		if (*p != '/' || *u != '/')
+			return 0;
+		p++;
+		u++;
+		pe = strchrnul(p, '/');
+		ue = strchrnul(u, '/');
+		pl = (size_t)(pe - p);
+		ul = (size_t)(ue - u);
+		if (*p == ':') {
+			if (ul == 0 || ul >= API_PARAM_MAX || n >= API_MAX_PARAMS)
+				return 0;
+			memcpy(params[n], u, ul);
+			params[n][ul] = '\0';
+			n++;
+		} else if (pl != ul || memcmp(p, u, pl) != 0) {
+			return 0;
+		}
+		p = pe;
+		u = ue;
+	}
+	if (*p != '\0' || *u != '\0')
+		return 0;
+	*nparams = n;
+	return 1;
+}
+
+static int
+api_method_is(const struct api_route *rt, const char *method)
+{
+	if (strcmp(rt->method, method) == 0)
+		return 1;
+	return strcmp(method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0 &&
+	       !(rt->flags & API_R_STREAM);
+}
+
+/* ---- replies ---- */
+
+static void
+api_queue(struct api_req *r, int status, struct MHD_Response *resp)
+{
+	if (resp == NULL) {
+		r->replied = 1;
+		log_warnx("api: %s %s: cannot make a response", r->method, r->path);
+		return;
+	}
+	r->replied = 1;
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	if (MHD_queue_response(r->conn, (unsigned)status, resp) == MHD_YES)
+		r->status = status;
+	else
+		log_warnx("api: %s %s: cannot queue response %d", r->method, r->path, status);
+	MHD_destroy_response(resp);
+}
+
+static void
+api_reply_text(struct api_req *r, int status, char *text, const char *allow)
+{
+	struct MHD_Response *resp;
+	size_t len = strlen(text);
+
+	/* A trailing newline makes curl output readable; JSON does not mind. */
+	text[len] = '\n';
+	resp = MHD_create_response_from_buffer(len + 1, text, MHD_RESPMEM_MUST_FREE);
+	if (resp == NULL) {
+		free(text);
+		api_queue(r, status, NULL);
+		return;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	if (allow != NULL)
+		MHD_add_response_header(resp, "Allow", allow);
+	if (status == 401)
+		MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"stoke\"");
+	api_queue(r, status, resp);
+}
+
+static char *
+api_dump(const json_t *body)
+{
+	char *text, *bigger;
+	size_t len;
+
+	/* Room for the newline api_reply_text appends. */
+	if ((text = json_dumps(body, JSON_COMPACT)) == NULL)
+		return NULL;
+	len = strlen(text);
+	if ((bigger = realloc(text, len + 2)) == NULL) {
+		free(text);
+		return NULL;
+	}
+	return bigger;
+}
+
+static void
+api_reply_error_allow(struct api_req *r, int status, const char *code, const char *allow,
+		      const char *fmt, va_list ap)
+{
+	char msg[1024];
+	json_t *o;
+	char *text;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg);
+	text = o ? api_dump(o) : NULL;
+	json_decref(o);
+	if (text == NULL) {
+		/* Last resort: a fixed body. */
+		static const char oom[] =
+		    "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+		api_queue(r, 500,
+			  MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom,
+							  MHD_RESPMEM_PERSISTENT));
+		return;
+	}
+	api_reply_text(r, status, text, allow);
+}
+
+void
+api_reply_error(struct api_req *r, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	api_reply_error_allow(r, status, code, NULL, fmt, ap);
+	va_end(ap);
+}
+
+static void
+api_reply_405(struct api_req *r, const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+api_reply_405(struct api_req *r, const char *allow, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	api_reply_error_allow(r, 405, "method_not_allowed", allow, fmt, ap);
+	va_end(ap);
+}
+
+void
+api_reply_err(struct api_req *r, int code, const char *msg)
+{
+	switch (code) {
+	case ERR_NOTFOUND:
+		api_reply_error(r, 404, "not_found", "%s", msg);
+		break;
+	case ERR_CONFLICT:
+	case ERR_EXISTS:
+		api_reply_error(r, 409, "conflict", "%s", msg);
+		break;
+	case ERR_INVAL:
+		api_reply_error(r, 400, "invalid_field", "%s", msg);
+		break;
+	case ERR_AUTH:
+		api_reply_error(r, 401, "unauthorized", "%s", msg);
+		break;
+	default:
+		api_reply_error(r, 500, "internal", "%s", msg);
+		break;
+	}
+}
+
+void
+api_reply_json(struct api_req *r, int status, json_t *body)
+{
+	char *text;
+
+	if (body == NULL) {
+		api_reply_error(r, 500, "internal", "out of memory building the reply");
+		return;
+	}
+	text = api_dump(body);
+	json_decref(body);
+	if (text == NULL) {
+		api_reply_error(r, 500, "internal", "out of memory building the reply");
+		return;
+	}
+	api_reply_text(r, status, text, NULL);
+}
+
+static ssize_t
+api_stream_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct api_stream *s = cls;
+	ssize_t n;
+
+	(void)pos;
+	n = s->fn(s, s->cls, buf, max);
+	if (n == API_STREAM_END)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (n <= 0)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	return n;
+}
+
+static void
+api_stream_free_cb(void *cls)
+{
+	struct api_stream *s = cls;
+
+	if (s->free_fn)
+		s->free_fn(s->cls);
+	free(s);
+}
+
+void
+api_reply_stream(struct api_req *r, const char *content_type, api_stream_fn fn, void *cls,
+		 void (*free_fn)(void *))
+{
+	const union MHD_ConnectionInfo *ci;
+	struct MHD_Response *resp;
+	struct api_stream *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		if (free_fn)
+			free_fn(cls);
+		api_reply_error(r, 500, "internal", "out of memory");
+		return;
+	}
+	ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	s->api = r->api;
+	s->fd = ci ? ci->connect_fd : -1;
+	s->fn = fn;
+	s->cls = cls;
+	s->free_fn = free_fn;
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, API_STREAM_BLOCK, api_stream_cb,
+						 s, api_stream_free_cb);
+	if (resp == NULL) {
+		api_stream_free_cb(s);
+		api_reply_error(r, 500, "internal", "cannot make a streamed response");
+		return;
+	}
+	MHD_add_response_header(resp, "Content-Type", content_type);
+	/* Tell buffering proxies (nginx) to pass events through at once. */
+	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	api_queue(r, 200, resp);
+}
+
+int
+api_stream_closing(struct api_stream *s)
+{
+	struct pollfd pfd;
+
+	if (atomic_load(&s->api->stopping))
+		return API_STREAM_STOPPING;
+	if (s->fd < 0)
+		return 0;
+	pfd.fd = s->fd;
+	pfd.events = POLLRDHUP;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+		return API_STREAM_HUNGUP;
+	return 0;
+}
+
+/* ---- the request ---- */
+
+struct store *
+api_req_store(struct api_req *r)
+{
+	(void)r;
+	return store_thread();
+}
+
+const char *
+api_req_param(struct api_req *r, int i)
+{
+	return i >= 0 && i < r->nparams ? r->params[i] : NULL;
+}
+
+const char *
+api_req_query(struct api_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *
+api_req_header(struct api_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+json_t *
+api_req_body(struct api_req *r)
+{
+	return r->json;
+}
+
+const char *
+api_req_actor(struct api_req *r)
+{
+	return r->actor;
+}
+
+int64_t
+api_req_token_id(struct api_req *r)
+{
+	return r->token_id;
+}
+
+struct api_query_scan {
+	const char *const *names;
+	char bad[160]; /* message of the first problem */
+	const char *seen[16];
+	size_t nseen;
+};
+
+static enum MHD_Result
+api_query_scan_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct api_query_scan *q = cls;
+	char name[64];
+	size_t i;
+
+	(void)kind;
+	api_printable(name, sizeof(name), key ? key : "");
+	for (i = 0; q->names[i] != NULL; i++)
+		if (key != NULL && strcmp(q->names[i], key) == 0)
+			break;
+	if (q->names[i] == NULL) {
+		snprintf(q->bad, sizeof(q->bad), "%s: unknown parameter", name);
+		return MHD_NO;
+	}
+	if (value == NULL || value[0] == '\0') {
+		snprintf(q->bad, sizeof(q->bad), "%s: needs a value", name);
+		return MHD_NO;
+	}
+	for (i = 0; i < q->nseen; i++) {
+		if (strcmp(q->seen[i], key) == 0) {
+			snprintf(q->bad, sizeof(q->bad), "%s: given more than once", name);
+			return MHD_NO;
+		}
+	}
+	if (q->nseen == sizeof(q->seen) / sizeof(q->seen[0])) {
+		snprintf(q->bad, sizeof(q->bad), "too many parameters");
+		return MHD_NO;
+	}
+	q->seen[q->nseen++] = key;
+	return MHD_YES;
+}
+
+int
+api_req_query_allow(struct api_req *r, const char *const *names)
+{
+	struct api_query_scan q;
+
+	memset(&q, 0, sizeof(q));
+	q.names = names;
+	MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, api_query_scan_cb, &q);
+	if (q.bad[0] != '\0') {
+		api_reply_error(r, 400, "invalid_parameter", "%s", q.bad);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the request cycle ---- */
+
+/* Finds the route; replies 404 or 405 when there is none. */
+static int
+api_route_find(struct api_req *r, const char *url)
+{
+	char allow[64];
+	size_t i;
+	int n;
+
+	allow[0] = '\0';
+	for (i = 0; i < API_NROUTES; i++) {
+		if (!api_match(api_routes[i].pattern, url, r->params, &n))
+			continue;
+		if (api_method_is(&api_routes[i], r->method)) {
+			r->route = &api_routes[i];
+			r->nparams = n;
+			return 0;
+		}
+		if (allow[0] != '\0')
+			strncat(allow, ", ", sizeof(allow) - strlen(allow) - 1);
+		strncat(allow, api_routes[i].method, sizeof(allow) - strlen(allow) - 1);
+		if (strcmp(api_routes[i].method, "GET") == 0 &&
+		    !(api_routes[i].flags & API_R_STREAM))
+			strncat(allow, ", HEAD", sizeof(allow) - strlen(allow) - 1);
+	}
+	if (allow[0] != '\0')
+		api_reply_405(r, allow, "%s %s: method not allowed (allowed: %s)", r->method,
+			      r->path, allow);
+	else
+		api_reply_error(r, 404, "not_found", "%s: no such endpoint", r->path);
+	return -1;
+}
+
+/* Checks the bearer token; replies 401 when it is missing or not valid. The token is
+ * never logged or echoed. */
+static int
+api_auth(struct api_req *r)
+{
+	const char *h = api_req_header(r, "Authorization");
+	struct store *s;
+	char *name = NULL;
+	int rc;
+
+	if (h == NULL) {
+		api_reply_error(r, 401, "unauthorized", "missing Authorization: Bearer token");
+		return -1;
+	}
+	if (strncasecmp(h, "Bearer ", 7) != 0) {
+		api_reply_error(r, 401, "unauthorized", "Authorization must be: Bearer <token>");
+		return -1;
+	}
+	h += 7;
+	while (*h == ' ')
+		h++;
+	if (*h == '\0' || strlen(h) > API_TOKEN_MAX) {
+		api_reply_error(r, 401, "unauthorized", "malformed bearer token");
+		return -1;
+	}
+	if ((s = store_thread()) == NULL) {
+		api_reply_error(r, 500, "internal", "cannot open the database");
+		return -1;
+	}
+	rc = tokens_verify(s, h, &r->token_id, &name);
+	if (rc == ERR_DB) {
+		api_reply_error(r, 500, "internal", "checking the token: %s", store_errmsg(s));
+		return -1;
+	}
+	if (rc != 0) {
+		api_reply_error(r, 401, "unauthorized", "unknown or revoked token");
+		return -1;
+	}
+	snprintf(r->actor, sizeof(r->actor), "token:%s", name ? name : "?");
+	free(name);
+	return 0;
+}
+
+static int
+api_is_json_type(const char *ct)
+{
+	static const char want[] = "application/json";
+	size_t n = sizeof(want) - 1;
+
+	if (ct == NULL || strncasecmp(ct, want, n) != 0)
+		return 0;
+	ct += n;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return *ct == '\0' || *ct == ';';
+}
+
+/* First call: everything that can be judged from the headers alone. Replying now makes
+ * microhttpd skip the body and close the connection. */
+static void
+api_headers(struct api_req *r, const char *url)
+{
+	const char *cl, *te;
+	int64_t len = -1;
+	char *end;
+
+	if (api_route_find(r, url) != 0)
+		return;
+	if (!(r->route->flags & API_R_PUBLIC) && api_auth(r) != 0)
+		return;
+	cl = api_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	te = api_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (cl != NULL) {
+		errno = 0;
+		len = strtoll(cl, &end, 10);
+		if (errno != 0 || end == cl || *end != '\0' || len < 0)
+			len = INT64_MAX;
+	}
+	if (len > 0 || te != NULL)
+		r->body_seen = 1;
+	if (len > (int64_t)r->api->body_max) {
+		api_reply_error(r, 413, "payload_too_large", "request body over %zu bytes",
+				r->api->body_max);
+		return;
+	}
+	if (r->body_seen && (r->route->flags & (API_R_BODY | API_R_BODY_OPT)) &&
+	    !api_is_json_type(api_req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+		api_reply_error(r, 415, "unsupported_media_type",
+				"request body must be sent as Content-Type: application/json");
+		return;
+	}
+}
+
+/* Last call: the whole body is here. */
+static void
+api_dispatch(struct api_req *r)
+{
+	json_error_t jerr;
+	unsigned fl = r->route->flags;
+
+	if (r->body_too_big) {
+		api_reply_error(r, 413, "payload_too_large", "request body over %zu bytes",
+				r->api->body_max);
+		return;
+	}
+	if ((fl & API_R_BODY) && r->body.len == 0) {
+		api_reply_error(r, 411, "length_required", "%s %s needs a JSON object body",
+				r->method, r->route->pattern);
+		return;
+	}
+	if ((fl & (API_R_BODY | API_R_BODY_OPT)) && r->body.len > 0) {
+		/* A body sent without a length (chunked) was not seen by api_headers. */
+		if (!api_is_json_type(api_req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+			api_reply_error(r, 415, "unsupported_media_type",
+					"request body must be sent as Content-Type: "
+					"application/json");
+			return;
+		}
+		r->json = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+		if (r->json == NULL) {
+			api_reply_error(r, 400, "invalid_json", "body: %s (line %d, column %d)",
+					jerr.text, jerr.line, jerr.column);
+			return;
+		}
+		if (!json_is_object(r->json)) {
+			api_reply_error(r, 400, "invalid_json", "body must be a JSON object");
+			return;
+		}
+	}
+	r->route->fn(r);
+	if (!r->replied) {
+		log_error("api: %s %s: handler sent no reply", r->method, r->route->pattern);
+		api_reply_error(r, 500, "internal", "the handler sent no reply");
+	}
+}
+
+static enum MHD_Result
+api_access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+	      const char *version, const char *upload_data, size_t *upload_data_size,
+	      void **con_cls)
+{
+	struct api *a = cls;
+	struct api_req *r = *con_cls;
+
+	(void)version;
+	if (r == NULL) {
+		if ((r = calloc(1, sizeof(*r))) == NULL)
+			return MHD_NO;
+		r->api = a;
+		r->conn = conn;
+		r->t0 = time_mono_ms();
+		r->token_id = -1;
+		snprintf(r->actor, sizeof(r->actor), "anonymous");
+		api_printable(r->method, sizeof(r->method), method);
+		api_printable(r->path, sizeof(r->path), url);
+		buf_init(&r->body, a->body_max);
+		*con_cls = r;
+		api_headers(r, url);
+		return r->replied && r->status == 0 ? MHD_NO : MHD_YES;
+	}
+	if (r->replied) {
+		/* Replied already; microhttpd discards the rest. */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0) {
+		(void)upload_data;
+		if (!r->body_too_big && buf_append(&r->body, upload_data, *upload_data_size) != 0)
+			r->body_too_big = 1;
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	api_dispatch(r);
+	return r->status != 0 ? MHD_YES : MHD_NO;
+}
+
+static void
+api_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+		 enum MHD_RequestTerminationCode toe)
+{
+	struct api_req *r = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	if (r == NULL)
+		return;
+	log_info("api: %s %s %d %s %lldms%s", r->method, r->path, r->status, r->actor,
+		 (long long)(time_mono_ms() - r->t0),
+		 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK	  ? ""
+		 : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT	  ? " (client gone)"
+		 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutdown)"
+							       : " (aborted)");
+	json_decref(r->json);
+	buf_fini(&r->body);
+	free(r);
+	*con_cls = NULL;
+}
+
+/* ---- start and stop ---- */
+
+/* "host:port", "[v6]:port", ":port" or "*:port" into host (NULL = any) and port. */
+static int
+api_split_listen(const char *addr, char *host, size_t hostlen, char *port, size_t portlen,
+		 char *err, size_t errlen)
+{
+	const char *colon, *h = addr, *hend;
+	int64_t p;
+
+	if (addr == NULL || *addr == '\0')
+		return err_set(err, errlen, ERR_INVAL, "api addr address is empty");
+	if (*addr == '[') {
+		if ((hend = strchr(addr, ']')) == NULL || hend[1] != ':')
+			return err_set(err, errlen, ERR_INVAL, "%s: expected [address]:port",
+				       addr);
+		h = addr + 1;
+		colon = hend + 1;
+	} else {
+		if ((colon = strrchr(addr, ':')) == NULL)
+			return err_set(err, errlen, ERR_INVAL, "%s: expected host:port", addr);
+		if (memchr(addr, ':', (size_t)(colon - addr)) != NULL)
+			return err_set(err, errlen, ERR_INVAL,
+				       "%s: write IPv6 addresses as [address]:port", addr);
+		hend = colon;
+	}
+	if ((size_t)(hend - h) >= hostlen)
+		return err_set(err, errlen, ERR_INVAL, "%s: host too long", addr);
+	memcpy(host, h, (size_t)(hend - h));
+	host[hend - h] = '\0';
+	if (strcmp(host, "*") == 0)
+		host[0] = '\0';
+	if (api_parse_int(colon + 1, 0, 65535, &p) != 0)
+		return err_set(err, errlen, ERR_INVAL, "%s: port must be 0..65535", addr);
+	snprintf(port, portlen, "%d", (int)p);
+	return 0;
+}
+
+static int
+api_listen_socket(const char *addr, int *fdp, int *v6, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res = NULL, *ai;
+	char host[256], port[8];
+	int fd = -1, one = 1, rc, saved = 0;
+
+	if ((rc = api_split_listen(addr, host, sizeof(host), port, sizeof(port), err,
+				   errlen)) != 0)
+		return rc;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) != 0)
+		return err_set(err, errlen, ERR_INVAL, "api listen %s: %s", addr,
+			       gai_strerror(rc));
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0) {
+			saved = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0) {
+			*v6 = ai->ai_family == AF_INET6;
+			break;
+		}
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		return err_set(err, errlen, ERR_IO, "api listen %s: %s", addr, strerror(saved));
+	*fdp = fd;
+	return 0;
+}
+
+int
+api_start(const struct api_opts *opts, struct api **out, char *err, size_t errlen)
+{
+	const union MHD_DaemonInfo *di;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct api *a;
+	unsigned flags, max_conns;
+	int fd = -1, v6 = 0, rc;
+
+	*out = NULL;
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return err_set(err, errlen, ERR_NOMEM, "out of memory");
+	a->body_max = opts->body_max ? opts->body_max : API_BODY_MAX_DEFAULT;
+	max_conns = opts->max_conns ? opts->max_conns : API_MAX_CONNS_DEFAULT;
+	atomic_init(&a->stopping, 0);
+	if ((rc = api_listen_socket(opts->listen, &fd, &v6, err, errlen)) != 0)
+		goto fail;
+	/* One thread per connection: handlers and the SSE reader may block. */
+	flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+	if (v6)
+		flags |= MHD_USE_IPv6;
+	/* The logger first, so that microhttpd sends every message to it. */
+	a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, api_access_cb, a,
+				  MHD_OPTION_EXTERNAL_LOGGER, api_log_cb, a,
+				  MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+				  MHD_OPTION_CONNECTION_LIMIT, max_conns,
+				  MHD_OPTION_CONNECTION_TIMEOUT, API_IDLE_TIMEOUT_S,
+				  MHD_OPTION_NOTIFY_COMPLETED, api_completed_cb, a, MHD_OPTION_END);
+	if (a->mhd == NULL) {
+		/* microhttpd may have closed fd already; leaking it beats closing twice. */
+		rc = err_set(err, errlen, ERR_IO, "api listen %s: cannot start the HTTP server",
+			     opts->listen);
+		goto fail;
+	}
+	di = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	a->port = di ? di->port : 0;
+	if (a->port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		a->port = ntohs(ss.ss_family == AF_INET6
+				    ? ((struct sockaddr_in6 *)&ss)->sin6_port
+				    : ((struct sockaddr_in *)&ss)->sin_port);
+	log_info("api: listening on %s (port %u)", opts->listen, a->port);
+	*out = a;
+	return 0;
+fail:
+	free(a);
+	return rc;
+}
+
+unsigned
+api_port(const struct api *a)
+{
+	return a ? a->port : 0;
+}
+
+void
+api_stop(struct api *a)
+{
+	if (a == NULL)
+		return;
+	atomic_store(&a->stopping, 1);
+	/* Wake SSE readers at once; they see `stopping` and end their streams. */
+	events_notify();
+	MHD_stop_daemon(a->mhd);
+	log_info("api: stopped");
+	free(a);
+}

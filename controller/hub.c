@@ -1,0 +1,937 @@
+/*
+ * hub.c: the agent channel on the controller. nng callbacks only move received
+ * messages to a queue; the hub thread authenticates them, stores output and results in
+ * batched transactions, parks polls, dispatches queued commands, times out parked polls
+ * and marks silent agents offline. Delivery is at-least-once; the agent de-duplicates.
+ */
+#include "hub.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/tls/tls.h>
+
+#include "agentcmd.h"
+#include "ca.h"
+#include "crypto.h"
+#include "err.h"
+#include "events.h"
+#include "log.h"
+#include "sm.h"
+#include "store.h"
+#include "stoke.pb-c.h"
+#include "timeutil.h"
+
+#define HUB_PROTOCOL 1
+#define HUB_MSG_MAX (1024 * 1024)
+#define HUB_MIN_IDLE 8
+#define HUB_MAX_CTX 8192
+#define HUB_MAX_BINDINGS 8192
+
+enum hub_state { HUB_RECV, HUB_HELD, HUB_SEND };
+
+struct hub_ctx {
+	struct hub *h;
+	nng_ctx ctx;
+	nng_aio *aio;
+	enum hub_state state;
+	nng_msg *msg;
+	uint32_t pipe;
+	int64_t server_id; /* parked for this server, or 0 */
+	int64_t parked_at;
+	struct hub_ctx *qnext;
+};
+
+struct hub_binding {
+	uint32_t pipe;
+	int64_t server_id;
+};
+
+struct hub {
+	struct hub_opts opts;
+	nng_socket sock;
+	nng_listener listener;
+	nng_tls_config *tls;
+	unsigned port;
+	pthread_t thread;
+	pthread_mutex_t mtx;
+	pthread_cond_t cond;
+	struct hub_ctx *queue, **qtail; /* received messages, for the hub thread */
+	uint32_t removed[256];		/* pipes removed, for the hub thread */
+	size_t nremoved;
+	int dispatch; /* hub_notify was called */
+	atomic_int stopping;
+	struct hub_ctx *ctxs[HUB_MAX_CTX];
+	size_t nctx;
+	int idle; /* contexts in HUB_RECV */
+	struct hub_binding bind[HUB_MAX_BINDINGS];
+	size_t nbind;
+	struct store *s;
+};
+
+static struct hub *hub_current;
+static pthread_mutex_t hub_current_mtx = PTHREAD_MUTEX_INITIALIZER;
+
+static void hub_cb(void *arg);
+
+static void
+hub_wake(struct hub *h)
+{
+	pthread_cond_signal(&h->cond);
+}
+
+void
+hub_notify(void)
+{
+	pthread_mutex_lock(&hub_current_mtx);
+	if (hub_current) {
+		pthread_mutex_lock(&hub_current->mtx);
+		hub_current->dispatch = 1;
+		hub_wake(hub_current);
+		pthread_mutex_unlock(&hub_current->mtx);
+	}
+	pthread_mutex_unlock(&hub_current_mtx);
+}
+
+/* Adds a context receiving on the socket. Called with h->mtx held. */
+static int
+hub_ctx_add(struct hub *h)
+{
+	struct hub_ctx *c;
+
+	if (h->nctx == HUB_MAX_CTX)
+		return -1;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return -1;
+	c->h = h;
+	if (nng_ctx_open(&c->ctx, h->sock) != 0 || nng_aio_alloc(&c->aio, hub_cb, c) != 0) {
+		free(c);
+		return -1;
+	}
+	h->ctxs[h->nctx++] = c;
+	c->state = HUB_RECV;
+	h->idle++;
+	nng_ctx_recv(c->ctx, c->aio);
+	return 0;
+}
+
+static void
+hub_cb(void *arg)
+{
+	struct hub_ctx *c = arg;
+	struct hub *h = c->h;
+	int rv = nng_aio_result(c->aio);
+
+	pthread_mutex_lock(&h->mtx);
+	if (c->state == HUB_SEND) {
+		if (rv != 0) {
+			nng_msg *m = nng_aio_get_msg(c->aio);
+
+			if (m)
+				nng_msg_free(m);
+		}
+		if (rv == NNG_ECLOSED || atomic_load(&h->stopping)) {
+			pthread_mutex_unlock(&h->mtx);
+			return;
+		}
+		c->state = HUB_RECV;
+		h->idle++;
+		nng_ctx_recv(c->ctx, c->aio);
+		pthread_mutex_unlock(&h->mtx);
+		return;
+	}
+	/* HUB_RECV */
+	if (rv != 0) {
+		if (rv != NNG_ECLOSED && !atomic_load(&h->stopping))
+			nng_ctx_recv(c->ctx, c->aio);
+		pthread_mutex_unlock(&h->mtx);
+		return;
+	}
+	c->msg = nng_aio_get_msg(c->aio);
+	c->pipe = nng_pipe_id(nng_msg_get_pipe(c->msg));
+	c->state = HUB_HELD;
+	h->idle--;
+	c->qnext = NULL;
+	*h->qtail = c;
+	h->qtail = &c->qnext;
+	hub_wake(h);
+	pthread_mutex_unlock(&h->mtx);
+}
+
+static void
+hub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct hub *h = arg;
+
+	if (ev != NNG_PIPE_EV_REM_POST)
+		return;
+	pthread_mutex_lock(&h->mtx);
+	if (h->nremoved < sizeof(h->removed) / sizeof(h->removed[0]))
+		h->removed[h->nremoved++] = nng_pipe_id(p);
+	hub_wake(h);
+	pthread_mutex_unlock(&h->mtx);
+}
+
+/* Sends body on a held context; frees nothing of the caller's. */
+static void
+hub_reply(struct hub_ctx *c, const void *data, size_t len)
+{
+	nng_msg *m;
+
+	c->server_id = 0;
+	if (c->msg) {
+		nng_msg_free(c->msg);
+		c->msg = NULL;
+	}
+	if (nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, data, len) != 0) {
+		log_warnx("hub: out of memory replying");
+		pthread_mutex_lock(&c->h->mtx);
+		c->state = HUB_RECV;
+		c->h->idle++;
+		nng_ctx_recv(c->ctx, c->aio);
+		pthread_mutex_unlock(&c->h->mtx);
+		return;
+	}
+	pthread_mutex_lock(&c->h->mtx);
+	c->state = HUB_SEND;
+	nng_aio_set_msg(c->aio, m);
+	nng_ctx_send(c->ctx, c->aio);
+	pthread_mutex_unlock(&c->h->mtx);
+}
+
+/* Drops the request without answering (the context receives again). */
+static void
+hub_drop(struct hub_ctx *c)
+{
+	if (c->msg) {
+		nng_msg_free(c->msg);
+		c->msg = NULL;
+	}
+	c->server_id = 0;
+	pthread_mutex_lock(&c->h->mtx);
+	c->state = HUB_RECV;
+	c->h->idle++;
+	nng_ctx_recv(c->ctx, c->aio);
+	pthread_mutex_unlock(&c->h->mtx);
+}
+
+static void
+hub_reply_env(struct hub_ctx *c, Stoke__Envelope *env)
+{
+	size_t n = stoke__envelope__get_packed_size(env);
+	uint8_t *buf = malloc(n ? n : 1);
+
+	if (buf == NULL) {
+		hub_drop(c);
+		return;
+	}
+	stoke__envelope__pack(env, buf);
+	hub_reply(c, buf, n);
+	free(buf);
+}
+
+static void
+hub_reply_noop(struct hub_ctx *c)
+{
+	uint8_t *buf;
+	size_t n;
+	char err[128];
+
+	if (agentcmd_pack(0, NULL, NULL, &buf, &n, err, sizeof(err)) != 0) {
+		hub_drop(c);
+		return;
+	}
+	hub_reply(c, buf, n);
+	free(buf);
+}
+
+static void
+hub_reply_ack(struct hub_ctx *c, uint64_t command_id, uint64_t seq)
+{
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
+	Stoke__Ack ack = STOKE__ACK__INIT;
+
+	env.protocol_version = HUB_PROTOCOL;
+	env.body_case = STOKE__ENVELOPE__BODY_ACK;
+	env.ack = &ack;
+	ack.command_id = command_id;
+	ack.seq = seq;
+	hub_reply_env(c, &env);
+}
+
+static void
+hub_reply_refused(struct hub_ctx *c, const char *reason)
+{
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
+	Stoke__Refused r = STOKE__REFUSED__INIT;
+
+	env.protocol_version = HUB_PROTOCOL;
+	env.body_case = STOKE__ENVELOPE__BODY_REFUSED;
+	env.refused = &r;
+	r.reason = (char *)reason;
+	hub_reply_env(c, &env);
+}
+
+/* ---- bindings: which pipe speaks for which server ---- */
+
+static int64_t
+hub_bound(struct hub *h, uint32_t pipe)
+{
+	size_t i;
+
+	for (i = 0; i < h->nbind; i++)
+		if (h->bind[i].pipe == pipe)
+			return h->bind[i].server_id;
+	return 0;
+}
+
+static void
+hub_bind(struct hub *h, uint32_t pipe, int64_t server_id)
+{
+	if (hub_bound(h, pipe) != 0 || h->nbind == HUB_MAX_BINDINGS)
+		return;
+	h->bind[h->nbind].pipe = pipe;
+	h->bind[h->nbind].server_id = server_id;
+	h->nbind++;
+}
+
+static int64_t
+hub_unbind(struct hub *h, uint32_t pipe)
+{
+	size_t i;
+	int64_t id;
+
+	for (i = 0; i < h->nbind; i++)
+		if (h->bind[i].pipe == pipe) {
+			id = h->bind[i].server_id;
+			h->bind[i] = h->bind[--h->nbind];
+			return id;
+		}
+	return 0;
+}
+
+static int
+hub_server_has_pipe(struct hub *h, int64_t server_id)
+{
+	size_t i;
+
+	for (i = 0; i < h->nbind; i++)
+		if (h->bind[i].server_id == server_id)
+			return 1;
+	return 0;
+}
+
+/* Checks agent id and secret; returns the server id, 0 when refused (reason set). */
+static int64_t
+hub_auth(struct hub *h, struct hub_ctx *c, const char *agent_id, const char *secret,
+	 const char **reason)
+{
+	struct store_stmt *st;
+	char hash[65];
+	int64_t id = 0, revoked = 0, bound;
+	int ok = 0;
+
+	*reason = NULL;
+	if (agent_id == NULL || secret == NULL || agent_id[0] == '\0' || strlen(agent_id) > 64)
+		return 0;
+	crypto_sha256_hex(secret, hash);
+	st = store_query(h->s,
+			 "SELECT id, agent_secret_hash, agent_revoked FROM servers"
+			 " WHERE agent_id = ? AND state != 'deleted'",
+			 "s", agent_id);
+	if (st && store_step(st) == STORE_ROW) {
+		const char *want = store_col_text(st, 1);
+
+		id = store_col_int(st, 0);
+		revoked = store_col_int(st, 2);
+		ok = want && strlen(want) == 64 && crypto_memeq(want, hash, 64);
+	}
+	store_finalize(st);
+	if (!ok) {
+		log_warnx("hub: refused a message for agent %.64s on connection %u: %s", agent_id,
+			  c->pipe, id ? "wrong secret" : "unknown agent");
+		return 0;
+	}
+	if (revoked) {
+		log_warnx("hub: refused agent %s (server %lld): revoked", agent_id, (long long)id);
+		*reason = "agent revoked";
+		return 0;
+	}
+	bound = hub_bound(h, c->pipe);
+	if (bound != 0 && bound != id) {
+		log_warnx("hub: connection %u is bound to server %lld but spoke for %lld; closing",
+			  c->pipe, (long long)bound, (long long)id);
+		{
+			nng_pipe p = nng_msg_get_pipe(c->msg);
+
+			nng_pipe_close(p);
+		}
+		return 0;
+	}
+	if (bound == 0)
+		hub_bind(h, c->pipe, id);
+	return id;
+}
+
+static void
+hub_presence(struct hub *h, int64_t server_id, const char *status)
+{
+	char data[64];
+
+	if (store_exec(h->s,
+		       "UPDATE servers SET agent_status = ?, updated_at = ? WHERE id = ? AND"
+		       " agent_status != ?",
+		       "siis", status, store_now_ms(), server_id, status) == 0 &&
+	    store_changes(h->s) > 0) {
+		snprintf(data, sizeof(data), "{\"status\":\"%s\"}", status);
+		events_emit(h->s, "system", "agent.presence", "server", server_id, data);
+		log_info("hub: server %lld agent %s", (long long)server_id, status);
+	}
+}
+
+static char *
+hub_facts_json(const Stoke__Facts *f)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:f, s:I}", "hostname",
+			      f->hostname ? f->hostname : "", "os", f->os ? f->os : "", "kernel",
+			      f->kernel ? f->kernel : "", "cpus", (int)f->cpus, "memory_bytes",
+			      (json_int_t)f->memory_bytes, "disk_bytes", (json_int_t)f->disk_bytes,
+			      "disk_free_bytes", (json_int_t)f->disk_free_bytes, "load1", f->load1,
+			      "uptime_s", (json_int_t)f->uptime_s);
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	json_decref(o);
+	return s;
+}
+
+/* Sends the next queued command for server_id on c; 1 if sent, 0 if none. */
+static int
+hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
+{
+	struct store_stmt *st;
+	char err[512], *kind = NULL, *payload = NULL;
+	int64_t id = 0;
+	uint8_t *buf;
+	size_t n;
+
+	st = store_query(h->s,
+			 "SELECT id, kind, payload FROM commands WHERE server_id = ? AND state ="
+			 " 'queued' ORDER BY id LIMIT 1",
+			 "i", server_id);
+	if (st && store_step(st) == STORE_ROW) {
+		id = store_col_int(st, 0);
+		kind = strdup(store_col_text(st, 1));
+		payload = strdup(store_col_text(st, 2));
+	}
+	store_finalize(st);
+	if (id == 0)
+		return 0;
+	if (agentcmd_pack((uint64_t)id, kind, payload, &buf, &n, err, sizeof(err)) != 0 ||
+	    n > HUB_MSG_MAX) {
+		store_exec(h->s,
+			   "UPDATE commands SET state = 'failed', error = ?, finished_at = ?"
+			   " WHERE id = ?",
+			   "sii", n > HUB_MSG_MAX ? "command too large to send" : err,
+			   store_now_ms(), id);
+		free(kind);
+		free(payload);
+		return hub_send_next(h, c, server_id);
+	}
+	store_exec(h->s, "UPDATE commands SET state = 'sent', sent_at = ? WHERE id = ?", "ii",
+		   store_now_ms(), id);
+	events_emit(h->s, "system", "command.state", "command", id, "{\"state\":\"sent\"}");
+	log_debug("hub: command %lld [%s] -> server %lld", (long long)id, kind,
+		  (long long)server_id);
+	hub_reply(c, buf, n);
+	free(buf);
+	free(kind);
+	free(payload);
+	return 1;
+}
+
+/* Releases the poll parked for server_id, if any, other than keep. */
+static void
+hub_unpark(struct hub *h, int64_t server_id, struct hub_ctx *keep)
+{
+	size_t i;
+
+	for (i = 0; i < h->nctx; i++) {
+		struct hub_ctx *c = h->ctxs[i];
+
+		if (c != keep && c->state == HUB_HELD && c->server_id == server_id)
+			hub_reply_noop(c);
+	}
+}
+
+static void
+hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
+{
+	const char *reason;
+	int64_t id = hub_auth(h, c, p->agent_id, p->secret, &reason), now = store_now_ms();
+	char *facts = NULL, *state = NULL, err[256];
+	size_t i;
+
+	if (id == 0) {
+		if (reason)
+			hub_reply_refused(c, reason);
+		else
+			hub_drop(c);
+		return;
+	}
+	store_begin(h->s);
+	if (p->facts)
+		facts = hub_facts_json(p->facts);
+	store_exec(h->s,
+		   "UPDATE servers SET last_seen = ?, agent_version = ?,"
+		   " facts = coalesce(?, facts) WHERE id = ?",
+		   "issi", now, p->version, facts, id);
+	hub_presence(h, id, "online");
+	for (i = 0; i < p->n_ack_command_ids; i++)
+		store_exec(h->s,
+			   "UPDATE commands SET acked = 1, state = CASE WHEN state = 'sent' THEN"
+			   " 'running' ELSE state END, started_at = coalesce(started_at, ?)"
+			   " WHERE id = ? AND server_id = ?",
+			   "iii", now, (int64_t)p->ack_command_ids[i], id);
+	/* Anything sent but not acknowledged by now was lost on the way: send it again. */
+	store_exec(h->s,
+		   "UPDATE commands SET state = 'queued' WHERE server_id = ? AND state = 'sent'"
+		   " AND acked = 0",
+		   "i", id);
+	if (p->hello) {
+		log_info("hub: server %lld agent hello (version %s, connection %u)", (long long)id,
+			 p->version, c->pipe);
+		sm_check(h->s, &sm_server, id, "agent hello", 1, 1, NULL);
+		state = store_text(h->s, "SELECT state FROM servers WHERE id = ?", "i", id);
+		if (state && strcmp(state, "installing_agent") == 0 &&
+		    sm_transition(h->s, &sm_server, id, "active", "system", err, sizeof(err)) != 0)
+			log_warnx("hub: %s", err);
+	}
+	store_commit(h->s);
+	free(facts);
+	free(state);
+	hub_unpark(h, id, c);
+	if (hub_send_next(h, c, id))
+		return;
+	c->server_id = id;
+	c->parked_at = time_mono_ms();
+}
+
+struct hub_out {
+	struct hub_ctx *c;
+	Stoke__Envelope *env;
+	int64_t server_id;
+};
+
+/* Stores a batch of output chunks and results in one transaction, then acknowledges. */
+static void
+hub_ingest(struct hub *h, struct hub_out *outs, size_t n)
+{
+	int64_t now = store_now_ms();
+	size_t i;
+
+	if (n == 0)
+		return;
+	store_begin(h->s);
+	for (i = 0; i < n; i++) {
+		Stoke__Envelope *e = outs[i].env;
+
+		if (e->body_case == STOKE__ENVELOPE__BODY_OUTPUT) {
+			const Stoke__OutputChunk *o = e->output;
+			const char *stream =
+			    o->stream == STOKE__STREAM_KIND__STREAM_STDERR   ? "stderr"
+			    : o->stream == STOKE__STREAM_KIND__STREAM_SYSTEM ? "system"
+									     : "stdout";
+			const char *p = (const char *)o->data.data, *end = p + o->data.len, *nl;
+			int64_t line = 0;
+
+			if (store_int(
+				h->s, 0,
+				"SELECT count(*) FROM commands WHERE id = ? AND server_id = ?",
+				"ii", (int64_t)o->command_id, outs[i].server_id) == 0)
+				continue;
+			while (p < end && line < 65536) {
+				nl = memchr(p, '\n', (size_t)(end - p));
+				char *text = strndup(p, nl ? (size_t)(nl - p) : (size_t)(end - p));
+
+				store_exec(
+				    h->s,
+				    "INSERT OR IGNORE INTO output_lines (owner_kind, owner_id,"
+				    " seq, stream, time, text) VALUES ('command', ?, ?, ?, ?, ?)",
+				    "iisis", (int64_t)o->command_id, ((int64_t)o->seq << 16) | line,
+				    stream, now, text);
+				free(text);
+				line++;
+				p = nl ? nl + 1 : end;
+			}
+			store_exec(
+			    h->s,
+			    "UPDATE commands SET state = 'running', started_at ="
+			    " coalesce(started_at, ?) WHERE id = ? AND state IN ('sent', 'queued')",
+			    "ii", now, (int64_t)o->command_id);
+		} else {
+			const Stoke__Result *r = e->result;
+			int ok = (r->error == NULL || r->error[0] == '\0') && r->exit_code == 0 &&
+				 r->signal == 0;
+			char data[96], *facts = NULL;
+
+			store_exec(
+			    h->s,
+			    "UPDATE commands SET state = ?, exit_code = ?, signal = ?, error = ?,"
+			    " result = ?, finished_at = ?, acked = 1,"
+			    " started_at = coalesce(started_at, ?) WHERE id = ? AND"
+			    " server_id = ? AND state NOT IN ('done', 'failed', 'cancelled')",
+			    "sddssiiii", ok ? "done" : "failed", (int)r->exit_code, (int)r->signal,
+			    r->error && r->error[0] ? r->error : NULL,
+			    r->result_json && r->result_json[0] ? r->result_json : NULL, now, now,
+			    (int64_t)r->command_id, outs[i].server_id);
+			if (store_changes(h->s) > 0) {
+				snprintf(data, sizeof(data), "{\"state\":\"%s\",\"exit_code\":%d}",
+					 ok ? "done" : "failed", (int)r->exit_code);
+				events_emit(h->s, "system", "command.state", "command",
+					    (int64_t)r->command_id, data);
+			}
+			if (r->facts && (facts = hub_facts_json(r->facts)) != NULL)
+				store_exec(h->s, "UPDATE servers SET facts = ? WHERE id = ?", "si",
+					   facts, outs[i].server_id);
+			free(facts);
+		}
+	}
+	if (store_commit(h->s) != 0) {
+		/* Not stored: no ack, the agent sends them again. */
+		log_warnx("hub: cannot store output: %s", store_errmsg(h->s));
+		store_rollback(h->s);
+		for (i = 0; i < n; i++)
+			hub_drop(outs[i].c);
+		return;
+	}
+	events_notify();
+	for (i = 0; i < n; i++) {
+		Stoke__Envelope *e = outs[i].env;
+
+		if (e->body_case == STOKE__ENVELOPE__BODY_OUTPUT)
+			hub_reply_ack(outs[i].c, e->output->command_id, e->output->seq);
+		else
+			hub_reply_ack(outs[i].c, e->result->command_id, 0);
+	}
+}
+
+static void
+hub_handle_batch(struct hub *h, struct hub_ctx *list)
+{
+	struct hub_out outs[256];
+	size_t nout = 0, i;
+	struct hub_ctx *c, *next;
+
+	for (c = list; c; c = next) {
+		Stoke__Envelope *e;
+		const char *reason;
+		int64_t id;
+
+		next = c->qnext;
+		e = stoke__envelope__unpack(NULL, nng_msg_len(c->msg), nng_msg_body(c->msg));
+		if (e == NULL) {
+			log_warnx("hub: undecodable message on connection %u", c->pipe);
+			hub_drop(c);
+			continue;
+		}
+		if (e->protocol_version != HUB_PROTOCOL) {
+			char why[96];
+
+			snprintf(why, sizeof(why),
+				 "protocol version %u not supported (controller speaks %d)",
+				 e->protocol_version, HUB_PROTOCOL);
+			hub_reply_refused(c, why);
+			stoke__envelope__free_unpacked(e, NULL);
+			continue;
+		}
+		switch (e->body_case) {
+		case STOKE__ENVELOPE__BODY_POLL:
+			hub_poll(h, c, e->poll);
+			stoke__envelope__free_unpacked(e, NULL);
+			break;
+		case STOKE__ENVELOPE__BODY_OUTPUT:
+		case STOKE__ENVELOPE__BODY_RESULT:
+			id = e->body_case == STOKE__ENVELOPE__BODY_OUTPUT
+				 ? hub_auth(h, c, e->output->agent_id, e->output->secret, &reason)
+				 : hub_auth(h, c, e->result->agent_id, e->result->secret, &reason);
+			if (id == 0) {
+				if (reason)
+					hub_reply_refused(c, reason);
+				else
+					hub_drop(c);
+				stoke__envelope__free_unpacked(e, NULL);
+				break;
+			}
+			outs[nout].c = c;
+			outs[nout].env = e;
+			outs[nout].server_id = id;
+			if (++nout == sizeof(outs) / sizeof(outs[0])) {
+				hub_ingest(h, outs, nout);
+				for (i = 0; i < nout; i++)
+					stoke__envelope__free_unpacked(outs[i].env, NULL);
+				nout = 0;
+			}
+			break;
+		default:
+			log_warnx("hub: unexpected message on connection %u", c->pipe);
+			stoke__envelope__free_unpacked(e, NULL);
+			hub_drop(c);
+		}
+	}
+	hub_ingest(h, outs, nout);
+	for (i = 0; i < nout; i++)
+		stoke__envelope__free_unpacked(outs[i].env, NULL);
+}
+
+/* Parked polls that waited long enough get a no-op; silent agents go offline. */
+static void
+hub_tick(struct hub *h)
+{
+	int64_t now = time_mono_ms();
+	struct store_stmt *st;
+	int64_t ids[256];
+	size_t i, n = 0;
+
+	for (i = 0; i < h->nctx; i++) {
+		struct hub_ctx *c = h->ctxs[i];
+
+		if (c->state == HUB_HELD && c->server_id && now - c->parked_at >= h->opts.park_ms)
+			hub_reply_noop(c);
+	}
+	st = store_query(h->s,
+			 "SELECT id FROM servers WHERE agent_status = 'online' AND last_seen < ?",
+			 "i", store_now_ms() - h->opts.offline_ms);
+	while (st && store_step(st) == STORE_ROW && n < 256)
+		ids[n++] = store_col_int(st, 0);
+	store_finalize(st);
+	for (i = 0; i < n; i++)
+		hub_presence(h, ids[i], "offline");
+}
+
+static void
+hub_dispatch(struct hub *h)
+{
+	size_t i;
+
+	for (i = 0; i < h->nctx; i++) {
+		struct hub_ctx *c = h->ctxs[i];
+
+		if (c->state == HUB_HELD && c->server_id)
+			hub_send_next(h, c, c->server_id);
+	}
+}
+
+static void
+hub_pipe_gone(struct hub *h, uint32_t pipe)
+{
+	int64_t id = hub_unbind(h, pipe);
+	size_t i;
+
+	for (i = 0; i < h->nctx; i++) {
+		struct hub_ctx *c = h->ctxs[i];
+
+		if (c->state == HUB_HELD && c->pipe == pipe && c->server_id)
+			hub_reply_noop(c); /* lost with the connection; frees the context */
+	}
+	if (id == 0)
+		return;
+	log_info("hub: server %lld: connection %u closed", (long long)id, pipe);
+	store_exec(h->s,
+		   "UPDATE commands SET state = 'queued' WHERE server_id = ? AND state = 'sent'"
+		   " AND acked = 0",
+		   "i", id);
+	if (!hub_server_has_pipe(h, id))
+		hub_presence(h, id, "offline");
+}
+
+static void *
+hub_main(void *arg)
+{
+	struct hub *h = arg;
+	struct hub_ctx *list;
+	uint32_t removed[256];
+	size_t nremoved, i;
+	int dispatch;
+	int64_t last_tick = 0;
+	struct timespec ts;
+
+	h->s = store_thread();
+	while (!atomic_load(&h->stopping)) {
+		pthread_mutex_lock(&h->mtx);
+		if (h->queue == NULL && h->nremoved == 0 && !h->dispatch) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 250 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&h->cond, &h->mtx, &ts);
+		}
+		list = h->queue;
+		h->queue = NULL;
+		h->qtail = &h->queue;
+		nremoved = h->nremoved;
+		memcpy(removed, h->removed, nremoved * sizeof(removed[0]));
+		h->nremoved = 0;
+		dispatch = h->dispatch;
+		h->dispatch = 0;
+		while (h->idle < HUB_MIN_IDLE && hub_ctx_add(h) == 0)
+			;
+		pthread_mutex_unlock(&h->mtx);
+		if (atomic_load(&h->stopping) || h->s == NULL)
+			break;
+		if (list)
+			hub_handle_batch(h, list);
+		for (i = 0; i < nremoved; i++)
+			hub_pipe_gone(h, removed[i]);
+		if (dispatch)
+			hub_dispatch(h);
+		if (time_mono_ms() - last_tick >= 1000) {
+			hub_tick(h);
+			last_tick = time_mono_ms();
+		}
+	}
+	return NULL;
+}
+
+int
+hub_start(const struct hub_opts *opts, struct hub **out, char *err, size_t errlen)
+{
+	struct ca_files ca = {0};
+	struct hub *h;
+	char url[300], host[256];
+	const char *colon;
+	int rv, port, i;
+
+	*out = NULL;
+	if ((colon = strrchr(opts->listen, ':')) == NULL)
+		return err_set(err, errlen, ERR_INVAL, "agent listen address %s: need HOST:PORT",
+			       opts->listen);
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - opts->listen), opts->listen);
+	if ((h = calloc(1, sizeof(*h))) == NULL)
+		return err_set(err, errlen, ERR_NOMEM, "out of memory");
+	h->opts = *opts;
+	if (h->opts.park_ms <= 0)
+		h->opts.park_ms = 25000;
+	if (h->opts.offline_ms <= 0)
+		h->opts.offline_ms = 60000;
+	h->qtail = &h->queue;
+	{
+		/* Recursive: nng may finish an aio (and call hub_cb) inside a send. */
+		pthread_mutexattr_t ma;
+
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+		pthread_mutex_init(&h->mtx, &ma);
+		pthread_mutexattr_destroy(&ma);
+	}
+	pthread_cond_init(&h->cond, NULL);
+	if ((rv = ca_load(opts->data_dir, opts->server_name, &ca, err, errlen)) != 0)
+		goto fail;
+	if ((rv = nng_tls_config_alloc(&h->tls, NNG_TLS_MODE_SERVER)) != 0 ||
+	    (rv = nng_tls_config_own_cert(h->tls, ca.server_crt, ca.server_key, NULL)) != 0 ||
+	    (rv = nng_tls_config_ca_chain(h->tls, ca.ca_crt, NULL)) != 0 ||
+	    (rv = nng_tls_config_auth_mode(h->tls, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
+		err_set(err, errlen, ERR_CRYPTO, "agent TLS: %s", nng_strerror(rv));
+		goto fail;
+	}
+	if ((rv = nng_rep0_open(&h->sock)) != 0 ||
+	    (rv = nng_socket_set_size(h->sock, NNG_OPT_RECVMAXSZ, HUB_MSG_MAX + 4096)) != 0 ||
+	    (rv = nng_pipe_notify(h->sock, NNG_PIPE_EV_REM_POST, hub_pipe_cb, h)) != 0) {
+		err_set(err, errlen, ERR_IO, "agent socket: %s", nng_strerror(rv));
+		goto fail;
+	}
+	snprintf(url, sizeof(url), "tls+tcp://%s:%s", host, colon + 1);
+	if ((rv = nng_listener_create(&h->listener, h->sock, url)) != 0 ||
+	    (rv = nng_listener_set_ptr(h->listener, NNG_OPT_TLS_CONFIG, h->tls)) != 0 ||
+	    (rv = nng_listener_set_bool(h->listener, NNG_OPT_TCP_NODELAY, true)) != 0 ||
+	    (rv = nng_listener_set_bool(h->listener, NNG_OPT_TCP_KEEPALIVE, true)) != 0 ||
+	    (rv = nng_listener_start(h->listener, 0)) != 0) {
+		err_set(err, errlen, ERR_IO, "agent listener %s: %s", url, nng_strerror(rv));
+		goto fail;
+	}
+	nng_listener_get_int(h->listener, NNG_OPT_TCP_BOUND_PORT, &port);
+	h->port = (unsigned)port;
+	pthread_mutex_lock(&h->mtx);
+	for (i = 0; i < 16; i++)
+		hub_ctx_add(h);
+	pthread_mutex_unlock(&h->mtx);
+	/* Commands sent before a restart and never acknowledged go out again. */
+	{
+		struct store *s = store_thread();
+
+		if (s)
+			store_exec(s,
+				   "UPDATE commands SET state = 'queued' WHERE state = 'sent' AND"
+				   " acked = 0",
+				   "");
+		if (s)
+			store_exec(
+			    s,
+			    "UPDATE servers SET agent_status = 'offline' WHERE agent_status ="
+			    " 'online'",
+			    "");
+	}
+	if (pthread_create(&h->thread, NULL, hub_main, h) != 0) {
+		err_set(err, errlen, ERR_INTERNAL, "hub thread");
+		goto fail;
+	}
+	pthread_mutex_lock(&hub_current_mtx);
+	hub_current = h;
+	pthread_mutex_unlock(&hub_current_mtx);
+	ca_files_fini(&ca);
+	log_info("hub: agents connect to tls+tcp://%s:%u (certificate name %s)", host, h->port,
+		 opts->server_name);
+	*out = h;
+	return 0;
+fail:
+	ca_files_fini(&ca);
+	nng_close(h->sock);
+	if (h->tls)
+		nng_tls_config_free(h->tls);
+	free(h);
+	return rv ? (rv > 0 && rv < ERR__COUNT ? rv : ERR_IO) : ERR_IO;
+}
+
+unsigned
+hub_port(const struct hub *h)
+{
+	return h->port;
+}
+
+void
+hub_stop(struct hub *h)
+{
+	size_t i;
+
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&hub_current_mtx);
+	if (hub_current == h)
+		hub_current = NULL;
+	pthread_mutex_unlock(&hub_current_mtx);
+	atomic_store(&h->stopping, 1);
+	pthread_mutex_lock(&h->mtx);
+	hub_wake(h);
+	pthread_mutex_unlock(&h->mtx);
+	pthread_join(h->thread, NULL);
+	nng_close(h->sock);
+	for (i = 0; i < h->nctx; i++) {
+		nng_aio_stop(h->ctxs[i]->aio);
+		nng_aio_free(h->ctxs[i]->aio);
+		if (h->ctxs[i]->msg)
+			nng_msg_free(h->ctxs[i]->msg);
+		free(h->ctxs[i]);
+	}
+	nng_tls_config_free(h->tls);
+	pthread_mutex_destroy(&h->mtx);
+	pthread_cond_destroy(&h->cond);
+	free(h);
+}
