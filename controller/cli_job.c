@@ -306,10 +306,13 @@ cli_job_follow(struct cli *cli, int64_t id, const char *want)
 		else
 			ret = cli_error("job %" PRId64 " failed: %s", id, cli_jstr(job, "error"));
 	} else if (strcmp(state, "cancelled") == 0) {
-		ret = cli_error(
-		    "job %" PRId64 " was cancelled%s%s", id,
-		    json_is_string(json_object_get(job, "error")) ? ": " : "",
-		    json_is_string(json_object_get(job, "error")) ? cli_jstr(job, "error") : "");
+		const char *why = cli_job_error(job);
+
+		/* The error of a cancelled job is mostly just "cancelled". */
+		if (strcmp(why, "-") == 0 || strcmp(why, "cancelled") == 0)
+			ret = cli_error("job %" PRId64 " was cancelled", id);
+		else
+			ret = cli_error("job %" PRId64 " was cancelled: %s", id, why);
 	} else {
 		ret = cli_error("job %" PRId64 " finished (%s) before it could be cancelled", id,
 				state);
@@ -357,8 +360,7 @@ cli_job_action(struct cli *cli, const struct cli_args *args, const char *action,
 		if (strcmp(cli_jstr(job, "state"), "cancelled") == 0)
 			printf("job %" PRId64 " cancelled\n", id);
 		else
-			printf("job %" PRId64 ": cancel requested (it stops at its next step)\n",
-			       id);
+			printf("job %" PRId64 ": cancel requested\n", id);
 	} else {
 		printf("job %" PRId64 " queued again (%s)\n", id, cli_jstr(job, "state"));
 	}

@@ -22,13 +22,25 @@
 #define CLI_LIST_MAX_PAGES 10000
 #define CLI_BAR_WIDTH 24
 
+/* Replaces control characters (which could drive the terminal) with '?', in place. */
+static void
+cli_sanitize(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
+/* Messages carry text from the server: printed without its control characters. */
 static void
 cli_verror(const char *fmt, va_list ap)
 {
+	char msg[4096];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	cli_sanitize(msg);
 	fflush(stdout);
-	fputs("stoke: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	fprintf(stderr, "stoke: %s\n", msg);
 }
 
 int
@@ -54,15 +66,6 @@ cli_usage_error(const char *fmt, ...)
 	return CLI_EXIT_USAGE;
 }
 
-/* Replaces control characters (which could drive the terminal) with '?', in place. */
-static void
-cli_sanitize(char *s)
-{
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = '?';
-}
-
 /* Prints the API's {"error":{"code","message"}} answer, or what there is instead. */
 static int
 cli_api_error(const char *method, const char *path, const struct http_response *r)
@@ -77,16 +80,11 @@ cli_api_error(const char *method, const char *path, const struct http_response *
 	e = json_object_get(j, "error");
 	m = json_object_get(e, "message");
 	if (json_is_string(m)) {
-		char *msg = strdup(json_string_value(m));
-
-		if (msg != NULL)
-			cli_sanitize(msg);
-		ret = cli_error("%s", msg != NULL ? msg : "out of memory");
-		free(msg);
+		ret = cli_error("%s", json_string_value(m));
 	} else {
+		/* Not the API's error shape (a proxy's page?): the status and the first line. */
 		snprintf(snippet, sizeof(snippet), "%s", r->body.len > 0 ? r->body.data : "");
 		snippet[strcspn(snippet, "\r\n")] = '\0';
-		cli_sanitize(snippet);
 		ret = cli_error("%s %s: HTTP %ld%s%s", method, path, r->status,
 				snippet[0] != '\0' ? ": " : "", snippet);
 	}

@@ -101,28 +101,24 @@ out:
 	return ret;
 }
 
-/* Facts are a JSON object, maybe nested: one "  key.sub: value" line per leaf. */
+/* Facts are a JSON object, maybe nested: one "  key.sub: value" line per leaf. Below a few
+ * levels, what is left is printed as JSON. */
 static void
-cli_server_facts(json_t *obj, const char *prefix)
+cli_server_facts(json_t *obj, const char *prefix, int depth)
 {
 	const char *key;
 	json_t *v;
-	char name[256], text[1024];
+	char name[256], label[260], text[1024];
 
 	json_object_foreach(obj, key, v)
 	{
 		snprintf(name, sizeof(name), "%s%s%s", prefix, prefix[0] != '\0' ? "." : "", key);
-		if (json_is_object(v) && json_object_size(v) > 0) {
-			cli_server_facts(v, name);
+		if (json_is_object(v) && json_object_size(v) > 0 && depth < 4) {
+			cli_server_facts(v, name, depth + 1);
 			continue;
 		}
-		cli_jtext(v, text, sizeof(text));
-		{
-			char label[260];
-
-			snprintf(label, sizeof(label), "  %s:", name);
-			cli_field(label, "%s", text);
-		}
+		snprintf(label, sizeof(label), "  %s:", name);
+		cli_field(label, "%s", cli_jtext(v, text, sizeof(text)));
 	}
 }
 
@@ -163,7 +159,7 @@ cli_server_print(json_t *srv)
 	facts = json_object_get(agent, "facts");
 	if (json_is_object(facts) && json_object_size(facts) > 0) {
 		printf("facts:\n");
-		cli_server_facts(facts, "");
+		cli_server_facts(facts, "", 0);
 	}
 	item = json_object_get(srv, "checklist");
 	if (json_is_array(item) && json_array_size(item) > 0) {

@@ -95,7 +95,8 @@ expect_out() {
 # start_daemon BINARY DATADIR LOG: starts it on free ports, sets URL from DATADIR/api.url.
 start_daemon() {
 	local bin=$1 dir=$2 log=$3 pid deadline
-	mkdir -m 700 -p "$dir"
+	mkdir -p "$dir"
+	chmod 700 "$dir"
 	"$bin" --data-dir "$dir" --api-listen 127.0.0.1:0 --agent-listen 127.0.0.1:0 \
 		>"$log" 2>&1 &
 	pid=$!
@@ -226,7 +227,9 @@ printf '%s' "$OUT" | jq -e ".items[] | select(.id == $CI_ID) | .revoked_at != nu
 	fail "token $CI_ID not shown as revoked: $OUT"
 # The revoked token fails with the API's own message.
 API_MSG=$(curl -sS -H "Authorization: Bearer $CI_TOKEN" "$URL/api/v1/tokens" | jq -r .error.message)
-[ -n "$API_MSG" ] && [ "$API_MSG" != null ] || fail "no error message from the API for a revoked token"
+if [ -z "$API_MSG" ] || [ "$API_MSG" = null ]; then
+	fail "no error message from the API for a revoked token"
+fi
 STOKE_TOKEN="$CI_TOKEN" run "$STOKE" token list
 expect_rc 1
 [ "$ERR" = "stoke: $API_MSG" ] || fail "revoked token: stderr '$ERR', expected 'stoke: $API_MSG'"
@@ -581,7 +584,8 @@ else
 		[ "$SECONDS" -lt "$deadline" ] || fail "the stand-in API did not start"
 		sleep 0.05
 	done
-	export STOKE_URL="http://127.0.0.1:$(cat "$TMP/fake.port")" STOKE_TOKEN=faketoken
+	STOKE_URL="http://127.0.0.1:$(cat "$TMP/fake.port")"
+	export STOKE_URL STOKE_TOKEN=faketoken
 
 	run "$STOKE" server list
 	expect_rc 0

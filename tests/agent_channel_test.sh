@@ -1,0 +1,174 @@
+# agent_channel_test.sh: a real controller and real agents over mutual TLS on
+# 127.0.0.1: commands through the API, 100,000 lines of output complete and in order,
+# rogue clients refused (no certificate, another CA, wrong secret), revocation, and
+# connections cut mid-stream (controller killed; agent's connection cut through a
+# proxy; agent killed) with no line lost or doubled and no command run twice.
+source "$(dirname "$0")/lib.sh"
+
+STOKED=$STOKE_BUILD/controller/stoked
+AGENT=$STOKE_BUILD/agent/stoke-agent
+ROGUE=$STOKE_BUILD/tests/rogue_agent
+DATA=$T_TMP/data
+DB=$DATA/stoke.db
+CONF=$T_TMP/stoked.conf
+printf 'agent_park = 1s\n' >"$CONF"
+mkdir -p "$T_TMP/files"
+cat >"$T_TMP/extra.conf" <<EOC
+allow_root yes
+default_user root
+write_roots $T_TMP/files
+EOC
+
+t_start_stoked "$STOKED" "$DATA" -c "$CONF"
+TOKEN=$("$STOKED" token create -c "$CONF" --data-dir "$DATA" --name test)
+AGENT_URL=$(cat "$DATA/agent.url")
+
+api() { curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+
+start_agent() { # NAME
+	"$AGENT" -c "$T_TMP/$1/agent.conf" >>"$T_TMP/$1.log" 2>&1 &
+	AGENT_PID=$!
+	T_PIDS+=("$AGENT_PID")
+}
+
+online() { [ "$(api "$T_URL/api/v1/servers/$1" | jq -r .agent.status)" = online ]; }
+
+# queue KIND SERVER PAYLOAD -> command id
+queue() {
+	local out
+	out=$(api -X POST "$T_URL/api/v1/commands" -d "{\"server\":\"$2\",\"kind\":\"$1\",\"payload\":$3}")
+	echo "$out" | jq -e .command.id >/dev/null || fail "queue $1: $out"
+	echo "$out" | jq -r .command.id
+}
+
+finished() { # ID
+	local s
+	s=$(api "$T_URL/api/v1/commands/$1" | jq -r .state)
+	[ "$s" = done ] || [ "$s" = failed ] || [ "$s" = cancelled ]
+}
+
+field() { api "$T_URL/api/v1/commands/$1" | jq -r "$2"; }
+
+"$STOKED" agent enroll web-1 -c "$CONF" --data-dir "$DATA" --out "$T_TMP/web-1" \
+	--conf-extra "$T_TMP/extra.conf" >/dev/null
+[ "$(stat -c %a "$T_TMP/web-1/agent.key")" = 600 ] || fail "agent.key is not mode 600"
+[ "$(stat -c %a "$T_TMP/web-1/secret")" = 600 ] || fail "secret is not mode 600"
+! grep -rq "$(cat "$T_TMP/web-1/secret")" "$DATA" 2>/dev/null || fail "the agent secret is stored in the clear"
+start_agent web-1
+t_wait 20 online web-1 || fail "agent web-1 never came online"
+ok "enrolled agent dials in over mutual TLS"
+
+[ "$(api "$T_URL/api/v1/servers/web-1" | jq -r .agent.facts.hostname)" = "$(hostname)" ] ||
+	fail "facts: $(api "$T_URL/api/v1/servers/web-1" | jq -c .agent)"
+ok "facts reported"
+
+# exec: streams, exit code
+ID=$(queue exec web-1 '{"argv":["sh","-c","echo hello; echo oops >&2; exit 3"]}')
+t_wait 20 finished "$ID" || fail "exec $ID did not finish"
+[ "$(field "$ID" .state)" = failed ] || fail "exit 3 should fail: $(field "$ID" .)"
+[ "$(field "$ID" .exit_code)" = 3 ] || fail "exit code: $(field "$ID" .exit_code)"
+out=$(api "$T_URL/api/v1/commands/$ID/output" | jq -r '.items[] | "\(.stream) \(.text)"')
+[ "$out" = $'stdout hello\nstderr oops' ] || fail "output: $out"
+ok "exec: output streamed with its streams, exit code kept"
+
+# 100,000 lines complete and in order
+ID=$(queue exec web-1 '{"argv":["seq","1","100000"]}')
+t_wait 120 finished "$ID" || fail "seq did not finish"
+[ "$(field "$ID" .state)" = done ] || fail "seq: $(field "$ID" .)"
+t_sql "$DB" "SELECT text FROM output_lines WHERE owner_kind='command' AND owner_id=$ID ORDER BY seq" >"$T_TMP/seq.out"
+seq 1 100000 | cmp -s - "$T_TMP/seq.out" || fail "100,000 lines not complete and in order ($(wc -l <"$T_TMP/seq.out") lines)"
+first=$(api "$T_URL/api/v1/commands/$ID/output?limit=3" | jq -r '[.items[].text] | join(",")')
+[ "$first" = 1,2,3 ] || fail "output API first page: $first"
+ok "100,000 lines arrive complete and in order"
+
+# write_file
+ID=$(queue write_file web-1 "{\"path\":\"$T_TMP/files/hello.txt\",\"content\":\"hi there\\n\",\"mode\":416}")
+t_wait 20 finished "$ID" || fail "write_file did not finish"
+[ "$(field "$ID" .state)" = done ] || fail "write_file: $(field "$ID" .error)"
+[ "$(cat "$T_TMP/files/hello.txt")" = "hi there" ] || fail "write_file content"
+[ "$(stat -c %a "$T_TMP/files/hello.txt")" = 640 ] || fail "write_file mode"
+ID=$(queue write_file web-1 '{"path":"/etc/stoke-evil","content":"x"}')
+t_wait 20 finished "$ID" || fail "write_file outside did not finish"
+[ "$(field "$ID" .state)" = failed ] || fail "write outside the roots was not refused"
+[ ! -e /etc/stoke-evil ] || fail "write outside the roots happened"
+ok "write_file: atomic with mode; outside the allowed roots refused by the agent"
+
+# Rogue clients
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=evil \
+	-keyout "$T_TMP/evil.key" -out "$T_TMP/evil.crt" 2>/dev/null
+AID=$(sed -n 's/^agent_id //p' "$T_TMP/web-1/agent.conf")
+SECRET=$(cat "$T_TMP/web-1/secret")
+CA=$T_TMP/web-1/ca.crt
+"$ROGUE" "$AGENT_URL" stoke-controller "$CA" - - "$AID" "$SECRET" 3000 >"$T_TMP/r1" || fail "no-certificate client was answered"
+"$ROGUE" "$AGENT_URL" stoke-controller "$CA" "$T_TMP/evil.crt" "$T_TMP/evil.key" "$AID" "$SECRET" 3000 >"$T_TMP/r2" ||
+	fail "a certificate from another CA was answered"
+"$ROGUE" "$AGENT_URL" stoke-controller "$CA" "$T_TMP/web-1/agent.crt" "$T_TMP/web-1/agent.key" "$AID" wrong-secret 3000 >"$T_TMP/r3" ||
+	fail "a wrong secret was answered"
+grep -q "wrong secret" "$T_LOG" || fail "the wrong secret was not logged"
+! grep -q "$SECRET" "$T_LOG" || fail "the secret appears in the log"
+# positive control: the same client with the right secret is answered
+if "$ROGUE" "$AGENT_URL" stoke-controller "$CA" "$T_TMP/web-1/agent.crt" "$T_TMP/web-1/agent.key" "$AID" "$SECRET" 5000 >"$T_TMP/r4"; then
+	fail "the right credentials were not answered: $(cat "$T_TMP/r4")"
+fi
+ok "no certificate, another CA's certificate and a wrong secret all get nothing"
+
+# Controller killed mid-stream: no line lost or doubled, the command runs once.
+SCRIPT="for i in \$(seq 1 3000); do echo line\$i; if [ \$i = 1500 ]; then sleep 3; fi; done; echo ran >> $T_TMP/ran1"
+ID=$(queue exec web-1 "$(jq -cn --arg s "$SCRIPT" '{argv:["sh","-c",$s]}')")
+t_wait 20 sh -c "[ \$(sqlite3 -cmd '.timeout 5000' '$DB' \"SELECT count(*) FROM output_lines WHERE owner_id=$ID\") -ge 1500 ]" ||
+	fail "first half of the output never arrived"
+kill -9 "$T_PID"
+wait "$T_PID" 2>/dev/null || true
+t_start_stoked "$STOKED" "$DATA" -c "$CONF"
+t_wait 60 finished "$ID" || fail "command $ID did not finish after the controller restarted"
+n=$(t_sql "$DB" "SELECT count(*), count(DISTINCT text) FROM output_lines WHERE owner_id=$ID")
+[ "$n" = "3000|3000" ] || fail "after a controller restart: $n lines (want 3000|3000)"
+[ "$(wc -l <"$T_TMP/ran1")" = 1 ] || fail "the command ran $(wc -l <"$T_TMP/ran1") times"
+ok "controller killed mid-stream: no line lost or doubled, command ran once"
+
+# The agent's connection cut (through a proxy we kill): same guarantees.
+PPORT=$((20000 + RANDOM % 10000))
+HPORT=${AGENT_URL##*:}
+socat TCP-LISTEN:$PPORT,bind=127.0.0.1,reuseaddr,fork TCP:127.0.0.1:$HPORT &
+SOCAT=$!
+T_PIDS+=("$SOCAT")
+"$STOKED" agent enroll web-2 -c "$CONF" --data-dir "$DATA" --out "$T_TMP/web-2" \
+	--controller "tls+tcp://127.0.0.1:$PPORT" --conf-extra "$T_TMP/extra.conf" >/dev/null
+start_agent web-2
+t_wait 20 online web-2 || fail "agent web-2 (through the proxy) never came online"
+SCRIPT="for i in \$(seq 1 2000); do echo l\$i; if [ \$i = 1000 ]; then sleep 3; fi; done; echo ran >> $T_TMP/ran2"
+ID=$(queue exec web-2 "$(jq -cn --arg s "$SCRIPT" '{argv:["sh","-c",$s]}')")
+t_wait 20 sh -c "[ \$(sqlite3 -cmd '.timeout 5000' '$DB' \"SELECT count(*) FROM output_lines WHERE owner_id=$ID\") -ge 1000 ]" ||
+	fail "first half through the proxy never arrived"
+kill -9 "$SOCAT"
+pkill -9 -f "TCP-LISTEN:$PPORT" || true
+sleep 1
+socat TCP-LISTEN:$PPORT,bind=127.0.0.1,reuseaddr,fork TCP:127.0.0.1:$HPORT &
+T_PIDS+=("$!")
+t_wait 60 finished "$ID" || fail "command $ID did not finish after the connection was cut"
+n=$(t_sql "$DB" "SELECT count(*), count(DISTINCT text) FROM output_lines WHERE owner_id=$ID")
+[ "$n" = "2000|2000" ] || fail "after the connection was cut: $n lines (want 2000|2000)"
+[ "$(wc -l <"$T_TMP/ran2")" = 1 ] || fail "the command ran $(wc -l <"$T_TMP/ran2") times"
+ok "agent connection cut mid-stream: no line lost or doubled, command ran once"
+
+# Agent killed while a command runs: reported, not run again.
+ID=$(queue exec web-1 "$(jq -cn --arg s "echo start >> $T_TMP/ran3; sleep 4" '{argv:["sh","-c",$s]}')")
+t_wait 20 test -s "$T_TMP/ran3" || fail "command never started"
+kill -9 "$AGENT_PID"
+start_agent web-1
+t_wait 30 finished "$ID" || fail "command $ID not finished after the agent restarted"
+[ "$(field "$ID" .state)" = failed ] || fail "an interrupted command should fail: $(field "$ID" .)"
+[[ "$(field "$ID" .error)" == *"outcome is unknown"* ]] || fail "error: $(field "$ID" .error)"
+sleep 5
+[ "$(wc -l <"$T_TMP/ran3")" = 1 ] || fail "the interrupted command ran again"
+ok "agent killed mid-command: reported as unknown outcome, not run again"
+
+# Revocation takes effect on the next message.
+"$STOKED" agent revoke web-1 -c "$CONF" --data-dir "$DATA" >/dev/null
+ID=$(queue exec web-1 '{"argv":["true"]}')
+sleep 3
+[ "$(field "$ID" .state)" = queued ] || fail "a revoked agent got a command: $(field "$ID" .state)"
+"$ROGUE" "$AGENT_URL" stoke-controller "$CA" "$T_TMP/web-1/agent.crt" "$T_TMP/web-1/agent.key" "$AID" "$SECRET" 3000 >"$T_TMP/r5" ||
+	fail "revoked credentials were answered"
+grep -q "revoked" "$T_TMP/r5" || fail "revoked agent not told: $(cat "$T_TMP/r5")"
+ok "revoked agent gets nothing more"

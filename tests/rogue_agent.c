@@ -1,0 +1,98 @@
+/*
+ * rogue_agent.c: a test client for the agent port that sends one poll with whatever
+ * credentials it is given, and reports what the controller did. Used to check that
+ * connections without a CA-issued certificate, or with a wrong secret, get nothing.
+ *
+ * usage: rogue_agent URL SERVER_NAME CA_FILE [CERT_FILE KEY_FILE] AGENT_ID SECRET WAIT_MS
+ *        (CERT_FILE KEY_FILE given as "-" "-" for no client certificate)
+ * exit:  0 nothing came back (or a Refused), 1 the controller answered the poll,
+ *        2 usage or local error. Prints what happened.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
+
+#include "atomicfile.h"
+#include "stoke.pb-c.h"
+
+static char *
+rogue_read(const char *path)
+{
+	char err[256], *text = NULL;
+	size_t n;
+
+	if (strcmp(path, "-") == 0)
+		return NULL;
+	if (atomicfile_read(path, 1 << 20, &text, &n, err, sizeof(err)) != 0) {
+		fprintf(stderr, "rogue_agent: %s\n", err);
+		exit(2);
+	}
+	return text;
+}
+
+int
+main(int argc, char **argv)
+{
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT, *reply;
+	Stoke__Poll poll = STOKE__POLL__INIT;
+	nng_tls_config *tls;
+	nng_socket sock;
+	nng_dialer d;
+	nng_msg *m;
+	char *ca, *crt, *key;
+	int rv;
+
+	if (argc != 9) {
+		fprintf(stderr, "usage: rogue_agent URL SERVER_NAME CA CERT KEY AGENT_ID SECRET WAIT_MS\n");
+		return 2;
+	}
+	ca = rogue_read(argv[3]);
+	crt = rogue_read(argv[4]);
+	key = rogue_read(argv[5]);
+	if (nng_tls_config_alloc(&tls, NNG_TLS_MODE_CLIENT) != 0 ||
+	    nng_tls_config_ca_chain(tls, ca, NULL) != 0 ||
+	    (crt && nng_tls_config_own_cert(tls, crt, key, NULL) != 0) ||
+	    nng_tls_config_server_name(tls, argv[2]) != 0 ||
+	    nng_tls_config_auth_mode(tls, NNG_TLS_AUTH_MODE_REQUIRED) != 0 ||
+	    nng_req0_open(&sock) != 0 ||
+	    nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE) != 0 ||
+	    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, atoi(argv[8])) != 0 ||
+	    nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, atoi(argv[8])) != 0 ||
+	    nng_dialer_create(&d, sock, argv[1]) != 0 ||
+	    nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls) != 0) {
+		fprintf(stderr, "rogue_agent: setup failed\n");
+		return 2;
+	}
+	if ((rv = nng_dialer_start(d, 0)) != 0) {
+		printf("refused: cannot connect: %s\n", nng_strerror(rv));
+		return 0;
+	}
+	env.protocol_version = 1;
+	env.body_case = STOKE__ENVELOPE__BODY_POLL;
+	env.poll = &poll;
+	poll.agent_id = argv[6];
+	poll.secret = argv[7];
+	poll.version = "rogue";
+	poll.hello = 1;
+	nng_msg_alloc(&m, stoke__envelope__get_packed_size(&env));
+	stoke__envelope__pack(&env, nng_msg_body(m));
+	if ((rv = nng_sendmsg(sock, m, 0)) != 0) {
+		printf("refused: send: %s\n", nng_strerror(rv));
+		return 0;
+	}
+	if ((rv = nng_recvmsg(sock, &m, 0)) != 0) {
+		printf("refused: no answer: %s\n", nng_strerror(rv));
+		return 0;
+	}
+	reply = stoke__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+	if (reply && reply->body_case == STOKE__ENVELOPE__BODY_REFUSED) {
+		printf("refused: %s\n", reply->refused->reason);
+		return 0;
+	}
+	printf("accepted: the controller answered the poll\n");
+	return 1;
+}
