@@ -18,8 +18,8 @@ agent_config_level(const char *v, char *err, size_t errlen)
 	return 0;
 }
 
-/* Characters allowed in a managed path: they are passed to nginx in -g "pid ...;" and
- * to ssh in a config file, so nothing that could end a directive or a word. */
+/* Characters allowed in a path nginx reads inside a directive (-g "pid ...;"): nothing
+ * that could end a directive or a word. */
 static int
 agent_config_pathchar(char c)
 {
@@ -27,17 +27,23 @@ agent_config_pathchar(char c)
 	       c == '/' || c == '.' || c == '_' || c == '-' || c == '+' || c == '@' || c == '%';
 }
 
+/* An absolute path of len bytes; with strict, of agent_config_pathchar only, else of
+ * anything but control characters (it is only ever an argv element or a file name). */
 static int
-agent_config_path_ok(const char *v, size_t len, char *err, size_t errlen)
+agent_config_path_ok(const char *v, size_t len, int strict, char *err, size_t errlen)
 {
 	if (len == 0 || v[0] != '/')
 		return err_set(err, errlen, ERR_INVAL, "must be an absolute path");
 	if (len > 1024)
 		return err_set(err, errlen, ERR_INVAL, "is too long");
-	for (size_t i = 0; i < len; i++)
-		if (!agent_config_pathchar(v[i]))
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+			return err_set(err, errlen, ERR_INVAL,
+				       "must not contain control characters");
+		if (strict && !agent_config_pathchar(v[i]))
 			return err_set(err, errlen, ERR_INVAL,
 				       "may contain only A-Z a-z 0-9 / . _ - + @ %%");
+	}
 	return 0;
 }
 
@@ -45,7 +51,7 @@ agent_config_path_ok(const char *v, size_t len, char *err, size_t errlen)
 static int
 agent_config_path(const char *v, char *err, size_t errlen)
 {
-	return agent_config_path_ok(v, strlen(v), err, errlen);
+	return agent_config_path_ok(v, strlen(v), 0, err, errlen);
 }
 
 /* An absolute path, or "" for the program's default. */
@@ -57,6 +63,28 @@ agent_config_path_or_empty(const char *v, char *err, size_t errlen)
 	return agent_config_path(v, err, errlen);
 }
 
+/* An absolute path of plain characters, or "" for the program's default. */
+static int
+agent_config_strict_path_or_empty(const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0')
+		return 0;
+	return agent_config_path_ok(v, strlen(v), 1, err, errlen);
+}
+
+/* A folder: absolute, or relative to where the agent starts (as the other file keys). */
+static int
+agent_config_dir(const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0')
+		return err_set(err, errlen, ERR_INVAL, "must not be empty");
+	for (const char *p = v; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return err_set(err, errlen, ERR_INVAL,
+				       "must not contain control characters");
+	return 0;
+}
+
 /* ':'-separated absolute paths. */
 static int
 agent_config_path_list(const char *v, char *err, size_t errlen)
@@ -66,8 +94,8 @@ agent_config_path_list(const char *v, char *err, size_t errlen)
 
 	for (;;) {
 		colon = strchr(p, ':');
-		rc = agent_config_path_ok(p, colon != NULL ? (size_t)(colon - p) : strlen(p), err,
-					  errlen);
+		rc = agent_config_path_ok(p, colon != NULL ? (size_t)(colon - p) : strlen(p), 0,
+					  err, errlen);
 		if (rc != 0)
 			return rc;
 		if (colon == NULL)
@@ -93,8 +121,7 @@ agent_config_services(const char *v, char *err, size_t errlen)
 			continue;
 		}
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '@' || *p == '.' || *p == '_' ||
-		      *p == '-'))
+		      (*p >= '0' && *p <= '9') || *p == '@' || *p == '.' || *p == '_' || *p == '-'))
 			return err_set(err, errlen, ERR_INVAL,
 				       "names may contain only A-Z a-z 0-9 @ . _ -");
 		if (n == 0 && *p == '-')
@@ -113,13 +140,14 @@ agent_config_ak_template(const char *v, char *err, size_t errlen)
 	if (strlen(v) > 1024)
 		return err_set(err, errlen, ERR_INVAL, "is too long");
 	for (const char *p = v; *p != '\0'; p++) {
-		if (!agent_config_pathchar(*p))
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			return err_set(err, errlen, ERR_INVAL,
-				       "may contain only A-Z a-z 0-9 / . _ - + @ %%");
+				       "must not contain control characters");
 		if (*p == '%') {
 			if (p[1] != 'h' && p[1] != 'u' && p[1] != '%')
-				return err_set(err, errlen, ERR_INVAL,
-					       "only %%h (home), %%u (user) and %%%% may follow '%%'");
+				return err_set(
+				    err, errlen, ERR_INVAL,
+				    "only %%h (home), %%u (user) and %%%% may follow '%%'");
 			p++;
 		}
 	}
@@ -135,9 +163,9 @@ agent_config_nginx_conf(const char *v, char *err, size_t errlen)
 	if (strlen(v) > 1024)
 		return err_set(err, errlen, ERR_INVAL, "is too long");
 	for (const char *p = v; *p != '\0'; p++)
-		if (!agent_config_pathchar(*p))
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			return err_set(err, errlen, ERR_INVAL,
-				       "may contain only A-Z a-z 0-9 / . _ - + @ %%");
+				       "must not contain control characters");
 	return 0;
 }
 
@@ -171,7 +199,7 @@ const struct config_opt agent_config_opts[] = {
     {"agent_id", CONFIG_STRING, OPT(agent_id), NULL, 0, 0, NULL, "this agent's id"},
     {"secret_file", CONFIG_STRING, OPT(secret_file), NULL, 0, 0, NULL,
      "file holding the per-agent secret (mode 0600)"},
-    {"state_dir", CONFIG_STRING, OPT(state_dir), "/var/lib/stoke-agent", 0, 0, agent_config_path,
+    {"state_dir", CONFIG_STRING, OPT(state_dir), "/var/lib/stoke-agent", 0, 0, agent_config_dir,
      "folder for the de-duplication journal and other state"},
     {"log_level", CONFIG_STRING, OPT(log_level), "info", 0, 0, agent_config_level,
      "debug, info, warn or error"},
@@ -188,14 +216,14 @@ const struct config_opt agent_config_opts[] = {
      "nginx -p PREFIX (empty: nginx's default)"},
     {"nginx_conf", CONFIG_STRING, OPT(nginx_conf), "", 0, 0, agent_config_nginx_conf,
      "nginx -c FILE (empty: nginx's default)"},
-    {"nginx_pid", CONFIG_STRING, OPT(nginx_pid), "", 0, 0, agent_config_path_or_empty,
+    {"nginx_pid", CONFIG_STRING, OPT(nginx_pid), "", 0, 0, agent_config_strict_path_or_empty,
      "pid file given to nginx with -g \"pid FILE;\" (empty: as nginx.conf says)"},
     {"nginx_sites_available", CONFIG_STRING, OPT(nginx_sites_available),
      "/etc/nginx/sites-available", 0, 0, agent_config_path, "folder of site server blocks"},
-    {"nginx_sites_enabled", CONFIG_STRING, OPT(nginx_sites_enabled), "/etc/nginx/sites-enabled",
-     0, 0, agent_config_path, "folder of links to enabled sites (included by nginx.conf)"},
-    {"authorized_keys_file", CONFIG_STRING, OPT(authorized_keys_file), "%h/.ssh/authorized_keys",
-     0, 0, agent_config_ak_template,
+    {"nginx_sites_enabled", CONFIG_STRING, OPT(nginx_sites_enabled), "/etc/nginx/sites-enabled", 0,
+     0, agent_config_path, "folder of links to enabled sites (included by nginx.conf)"},
+    {"authorized_keys_file", CONFIG_STRING, OPT(authorized_keys_file), "%h/.ssh/authorized_keys", 0,
+     0, agent_config_ak_template,
      "a user's authorized_keys file; %h is the home folder, %u the user name"},
     {"git_bin", CONFIG_STRING, OPT(git_bin), "/usr/bin/git", 0, 0, agent_config_path,
      "the git program"},

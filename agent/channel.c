@@ -432,6 +432,8 @@ channel_start(const struct agent_config *cfg, struct channel **out, char *err, s
 	if ((ch = calloc(1, sizeof(*ch))) == NULL)
 		return err_set(err, errlen, ERR_NOMEM, "out of memory");
 	ch->cfg = cfg;
+	/* The first poll is a hello, whether or not the pipe callback has run yet. */
+	atomic_store(&ch->hello, 1);
 	pthread_mutex_init(&ch->out_mtx, NULL);
 	pthread_mutex_init(&ch->mtx, NULL);
 	if (cfg->agent_id == NULL || cfg->agent_id[0] == '\0' || cfg->controller == NULL ||

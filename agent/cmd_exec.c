@@ -19,6 +19,7 @@ cmd_exec(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res)
 	struct cmd_proc_spec spec;
 	const char **argv;
 
+	res->exit_code = -1; /* until the command succeeds */
 	if (cmd->kind_case != STOKE__COMMAND__KIND_EXEC || ex == NULL) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL, "exec: not an exec command");
 		return;

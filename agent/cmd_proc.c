@@ -1,8 +1,7 @@
 /*
- * cmd_proc.c: runs one program for a command handler: fork, privilege drop, execve with
- * an argv array, output read with poll() and streamed line by line, time limit and cancel
- * that kill the whole process group. It knows no command kind; cmd_exec.c, cmd_script.c,
- * cmd_git_checkout.c, cmd_nginx_site.c and cmd_service.c call it.
+ * cmd_proc.c: runs one program for a handler: fork, privilege drop, execve with an argv,
+ * output polled and streamed by line, time limit and cancel that kill the process group.
+ * It knows no command kind; the exec, script, git, nginx and service handlers call it.
  */
 #include "cmd_proc.h"
 #include "agent_config.h"
@@ -29,11 +28,11 @@
 
 #define CMD_PROC_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define CMD_PROC_KILL_GRACE_MS 2000 /* SIGTERM, then SIGKILL this much later */
-#define CMD_PROC_GIVEUP_MS 2000     /* after SIGKILL, stop waiting this much later */
-#define CMD_PROC_LINGER_MS 1000     /* output still open after the program exited */
-#define CMD_PROC_TICK_MS 100        /* how often the cancel flag is looked at */
-#define CMD_PROC_FLUSH_MS 100       /* a partial line is sent once this old */
-#define CMD_PROC_PENDING 32768      /* longest line kept back waiting for its '\n' */
+#define CMD_PROC_GIVEUP_MS 2000	    /* after SIGKILL, stop waiting this much later */
+#define CMD_PROC_LINGER_MS 1000	    /* output still open after the program exited */
+#define CMD_PROC_TICK_MS 100	    /* how often the cancel flag is looked at */
+#define CMD_PROC_FLUSH_MS 100	    /* a partial line is sent once this old */
+#define CMD_PROC_PENDING 32768	    /* longest line kept back waiting for its '\n' */
 #define CMD_PROC_MAX_ARGS 4096
 #define CMD_PROC_MAX_ENV 512
 #define CMD_PROC_MAX_ENV_LEN 65536
@@ -64,7 +63,7 @@ struct cmd_proc_child {
 	size_t ngroups;
 	const char *cwd;
 	int cwd_fallback; /* chdir("/") when cwd fails (cwd was the default home) */
-	char **paths;     /* execve candidates for argv[0] */
+	char **paths;	  /* execve candidates for argv[0] */
 	size_t npaths;
 	char *const *argv;
 	char **envp;
@@ -72,7 +71,7 @@ struct cmd_proc_child {
 };
 
 struct cmd_proc_stream {
-	int fd;            /* -1 once at end of file */
+	int fd; /* -1 once at end of file */
 	enum cmd_stream kind;
 	char pend[CMD_PROC_PENDING];
 	size_t len;
@@ -210,8 +209,7 @@ cmd_proc_user_lookup(const struct agent_config *cfg, const char *name, struct cm
 
 /* Supplementary groups of a user (as initgroups would set them), malloc'd. */
 static int
-cmd_proc_groups(const struct cmd_proc_user *u, gid_t **out, size_t *nout, char *err,
-		size_t errlen)
+cmd_proc_groups(const struct cmd_proc_user *u, gid_t **out, size_t *nout, char *err, size_t errlen)
 {
 	int n = 32;
 	gid_t *g = NULL, *p;
@@ -230,8 +228,7 @@ cmd_proc_groups(const struct cmd_proc_user *u, gid_t **out, size_t *nout, char *
 		}
 		if (want <= n || want > CMD_PROC_MAX_GROUPS) {
 			free(g);
-			return err_set(err, errlen, ERR_INVAL, "user %s: too many groups",
-				       u->name);
+			return err_set(err, errlen, ERR_INVAL, "user %s: too many groups", u->name);
 		}
 		n = want;
 	}
@@ -354,8 +351,7 @@ cmd_proc_paths(const char *argv0, char **envp, size_t nenv, char ***out, size_t 
 	}
 	if (n == 0) {
 		free(v);
-		return err_set(err, errlen, ERR_NOTFOUND, "%s: no absolute folder in PATH",
-			       argv0);
+		return err_set(err, errlen, ERR_NOTFOUND, "%s: no absolute folder in PATH", argv0);
 	}
 	*out = v;
 	*nout = n;
@@ -365,8 +361,7 @@ nomem:
 	return err_set(err, errlen, ERR_NOMEM, "out of memory");
 }
 
-static void __attribute__((noreturn))
-cmd_proc_child_fail(int rep, int stage, int e)
+static void __attribute__((noreturn)) cmd_proc_child_fail(int rep, int stage, int e)
 {
 	struct cmd_proc_report r = {stage, e};
 	ssize_t w;
@@ -378,8 +373,7 @@ cmd_proc_child_fail(int rep, int stage, int e)
 }
 
 /* In the child of fork(): async-signal-safe calls only. */
-static void __attribute__((noreturn))
-cmd_proc_child_run(const struct cmd_proc_child *c)
+static void __attribute__((noreturn)) cmd_proc_child_run(const struct cmd_proc_child *c)
 {
 	struct sigaction sa;
 	sigset_t none;
@@ -417,8 +411,7 @@ cmd_proc_child_run(const struct cmd_proc_child *c)
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_SETGID, errno);
 		if (setuid(c->uid) == -1)
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_SETUID, errno);
-		if (c->uid != 0 &&
-		    (getuid() != c->uid || geteuid() != c->uid || setuid(0) != -1))
+		if (c->uid != 0 && (getuid() != c->uid || geteuid() != c->uid || setuid(0) != -1))
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_STILL_ROOT, EPERM);
 	}
 	if (chdir(c->cwd) == -1) {
@@ -526,7 +519,7 @@ cmd_proc_read(struct cmd_proc_run_state *st, struct cmd_proc_stream *s)
 int
 cmd_proc_group_alive(pid_t pgid)
 {
-	char path[64], stat[512], *p;
+	char path[300], stat[512], *p;
 	struct dirent *de;
 	DIR *d;
 	int alive = 0;
@@ -552,7 +545,7 @@ cmd_proc_group_alive(pid_t pgid)
 		/* "pid (comm) S ppid pgrp ...": comm may hold anything, so from the last ')'. */
 		if ((p = strrchr(stat, ')')) == NULL)
 			continue;
-		if (sscanf(p + 1, " %c %*ld %ld", &state, &pg) != 2)
+		if (sscanf(p + 1, " %c %*d %ld", &state, &pg) != 2)
 			continue;
 		if (pg == (long)pgid && state != 'Z' && state != 'X')
 			alive = 1;
@@ -622,8 +615,7 @@ cmd_proc_announce(struct cmd_ctx *ctx, const char *const *argv)
 static void
 cmd_proc_duration(int64_t ms, char *out, size_t outlen)
 {
-	snprintf(out, outlen, "%lld.%02llds", (long long)(ms / 1000),
-		 (long long)(ms % 1000 / 10));
+	snprintf(out, outlen, "%lld.%02llds", (long long)(ms / 1000), (long long)(ms % 1000 / 10));
 }
 
 /* Sends sig to the process group. */
@@ -669,8 +661,8 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 	while (spec->argv[nargs] != NULL)
 		nargs++;
 	if (nargs > CMD_PROC_MAX_ARGS)
-		return err_set(res->error, sizeof(res->error), ERR_TOOBIG,
-			       "more than %d arguments", CMD_PROC_MAX_ARGS);
+		return err_set(res->error, sizeof(res->error), ERR_TOOBIG, "more than %d arguments",
+			       CMD_PROC_MAX_ARGS);
 	if (spec->cwd != NULL && spec->cwd[0] != '\0' && spec->cwd[0] != '/')
 		return err_set(res->error, sizeof(res->error), ERR_INVAL,
 			       "working folder must be an absolute path");
@@ -777,9 +769,8 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 			rc = err_set(res->error, sizeof(res->error), ERR_IO, "chdir %s: %s", c.cwd,
 				     strerror(rep.err));
 		else
-			rc = err_set(res->error, sizeof(res->error), ERR_IO,
-				     "%s: %s (as user %s)", cmd_proc_stage_name(rep.stage),
-				     strerror(rep.err), u.name);
+			rc = err_set(res->error, sizeof(res->error), ERR_IO, "%s: %s (as user %s)",
+				     cmd_proc_stage_name(rep.stage), strerror(rep.err), u.name);
 		pid = -1;
 		goto fail;
 	}
@@ -832,8 +823,9 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 			killing = 2;
 			kill_at = now + CMD_PROC_GIVEUP_MS;
 		} else if (killing == 2 && now >= kill_at) {
-			cmd_proc_note(ctx, "process group %ld did not end after SIGKILL; "
-					   "no longer waiting",
+			cmd_proc_note(ctx,
+				      "process group %ld did not end after SIGKILL; "
+				      "no longer waiting",
 				      (long)pid);
 			break;
 		} else if (!killing && reaped && now - exited_at >= CMD_PROC_LINGER_MS &&
@@ -895,14 +887,14 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 		res->signal = WTERMSIG(status);
 		if (!spec->no_status)
 			cmd_proc_note(ctx, "killed by signal %d (SIG%s) after %s", res->signal,
-				      sigabbrev_np(res->signal) != NULL
-					  ? sigabbrev_np(res->signal)
-					  : "?",
+				      sigabbrev_np(res->signal) != NULL ? sigabbrev_np(res->signal)
+									: "?",
 				      dur);
 		if (rc == 0)
 			err_set(res->error, sizeof(res->error), 0, "killed by signal %d (SIG%s)",
 				res->signal,
-				sigabbrev_np(res->signal) != NULL ? sigabbrev_np(res->signal) : "?");
+				sigabbrev_np(res->signal) != NULL ? sigabbrev_np(res->signal)
+								  : "?");
 	}
 	pid = -1;
 

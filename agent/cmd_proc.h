@@ -1,7 +1,6 @@
 /*
- * cmd_proc.h: the process runner every handler that starts a program shares: fork and
- * execve with an argv array (never a shell line), privileges dropped to a user in the
- * child, a clean environment, its own process group, output streamed as produced, and
+ * cmd_proc.h: the process runner handlers share: execve with an argv (never a shell line) as
+ * a user with a clean environment in its own process group, output streamed as produced,
  * a time limit and cancel that kill the whole group.
  */
 #ifndef STOKE_AGENT_CMD_PROC_H
@@ -32,16 +31,16 @@ int cmd_proc_env_check(const char *kv, char *err, size_t errlen);
 
 struct cmd_proc_spec {
 	const char *const *argv; /* NULL-terminated; argv[0] absolute, or searched in PATH */
-	const char *user;        /* "" or NULL: cfg->default_user (ignored when as_agent) */
-	int as_agent;            /* run as the agent itself: only for argv the agent built */
-	const char *cwd;         /* absolute; NULL or "": the user's home, else "/" */
-	const char *const *env;  /* extra "NAME=value" entries (checked), may be NULL */
+	const char *user;	 /* "" or NULL: cfg->default_user (ignored when as_agent) */
+	int as_agent;		 /* run as the agent itself: only for argv the agent built */
+	const char *cwd;	 /* absolute; NULL or "": the user's home, else "/" */
+	const char *const *env;	 /* extra "NAME=value" entries (checked), may be NULL */
 	size_t nenv;
-	long timeout_ms;       /* 0: cfg->exec_timeout */
+	long timeout_ms;	/* 0: cfg->exec_timeout */
 	struct buf *capture[2]; /* when set, stdout / stderr are also appended here (bounded) */
-	int quiet[2];           /* when set, stdout / stderr are not sent to ctx->output */
-	int announce;           /* send "$ argv..." on CMD_SYSTEM before starting */
-	int no_status;          /* do not send the closing "exited with ..." note */
+	int quiet[2];		/* when set, stdout / stderr are not sent to ctx->output */
+	int announce;		/* send "$ argv..." on CMD_SYSTEM before starting */
+	int no_status;		/* do not send the closing "exited with ..." note */
 };
 
 /*

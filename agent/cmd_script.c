@@ -45,6 +45,7 @@ cmd_script(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *re
 	const char *argv[3];
 	int fd = -1;
 
+	res->exit_code = -1; /* until the command succeeds */
 	if (cmd->kind_case != STOKE__COMMAND__KIND_SCRIPT || sc == NULL) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL, "script: not a script command");
 		return;

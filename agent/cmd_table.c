@@ -31,9 +31,9 @@ cmd_lookup(Stoke__Command__KindCase kind)
 void
 cmd_result_init(struct cmd_result *r)
 {
+	/* exit_code 0: the channel's own answers (a cancel that found its command) succeed
+	 * as they are; every handler sets -1 first and 0 when it succeeds. */
 	memset(r, 0, sizeof(*r));
-	/* A handler that returns without saying otherwise has not run anything. */
-	r->exit_code = -1;
 }
 
 void

@@ -1,8 +1,7 @@
 /*
- * cmd_write_file.c: the write_file command: replace one file atomically, only under the
- * folders of the agent's write_roots, with an owner, group and mode. Links are followed
- * only while the folder they lead to stays inside a root; the folder is pinned by a
- * descriptor so it cannot be swapped between the check and the write.
+ * cmd_write_file.c: the write_file command: replace one file atomically under the agent's
+ * write_roots, with owner, group and mode. Links are followed only where they stay inside a
+ * root; the folder is pinned by a descriptor so it cannot be swapped before the write.
  */
 #include "cmd.h"
 #include "agent_config.h"
@@ -131,9 +130,8 @@ cmd_write_file_owner(const char *owner, const char *group, uid_t *uid, gid_t *gi
 			return err_set(err, errlen, ERR_INVAL, "group: %s", why);
 		rc = getgrnam_r(group, &gr, mem, sizeof(mem), &grp);
 		if (grp == NULL)
-			return err_set(err, errlen, rc != 0 ? ERR_IO : ERR_NOTFOUND,
-				       "group: %s %s", group,
-				       rc != 0 ? strerror(rc) : "does not exist");
+			return err_set(err, errlen, rc != 0 ? ERR_IO : ERR_NOTFOUND, "group: %s %s",
+				       group, rc != 0 ? strerror(rc) : "does not exist");
 		*gid = gr.gr_gid;
 	}
 	return 0;
@@ -176,9 +174,11 @@ cmd_write_file(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 	int dfd = -1, exists;
 	json_t *j;
 
+	res->exit_code = -1; /* until the command succeeds */
 	if (cmd->kind_case != STOKE__COMMAND__KIND_WRITE_FILE || wf == NULL) {
-		err_set(res->error, sizeof(res->error), ERR_INVAL, "write_file: not a write_file "
-								    "command");
+		err_set(res->error, sizeof(res->error), ERR_INVAL,
+			"write_file: not a write_file "
+			"command");
 		return;
 	}
 	if (cmd_write_file_path_check(wf->path, why, sizeof(why)) != 0) {
@@ -241,7 +241,7 @@ cmd_write_file(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 	if (exists && !S_ISREG(st.st_mode)) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL,
 			"write_file %s: exists and is %s, not a regular file", wf->path,
-			S_ISLNK(st.st_mode)  ? "a symbolic link"
+			S_ISLNK(st.st_mode)   ? "a symbolic link"
 			: S_ISDIR(st.st_mode) ? "a folder"
 					      : "something else");
 		goto fail;
@@ -252,7 +252,8 @@ cmd_write_file(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 	if (exists && wf->owner[0] == '\0' && wf->group[0] == '\0')
 		gid = st.st_gid;
 	mode = wf->mode != 0 ? (mode_t)wf->mode
-			     : exists ? st.st_mode & 07777 : CMD_WRITE_FILE_DEFAULT_MODE;
+	       : exists	     ? st.st_mode & 07777
+			     : CMD_WRITE_FILE_DEFAULT_MODE;
 
 	snprintf(target, sizeof(target), "%s/%s", fdpath, base);
 	if (atomicfile_write(target, wf->content.data, wf->content.len, mode, uid, gid, why,
@@ -268,8 +269,8 @@ cmd_write_file(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 	crypto_sha256(wf->content.data, wf->content.len, sum);
 	crypto_hex(sum, sizeof(sum), hex);
 	snprintf(why, sizeof(why), "%04o", (unsigned)mode);
-	j = json_pack("{s:s, s:I, s:s, s:s}", "path", wf->path, "size",
-		      (json_int_t)wf->content.len, "sha256", hex, "mode", why);
+	j = json_pack("{s:s, s:I, s:s, s:s}", "path", wf->path, "size", (json_int_t)wf->content.len,
+		      "sha256", hex, "mode", why);
 	if (j != NULL) {
 		res->result_json = json_dumps(j, JSON_COMPACT);
 		json_decref(j);

@@ -27,8 +27,7 @@ render_nginx_root_check(const char *root, char *err, size_t errlen)
 			       RENDER_NGINX_ROOT_MAX);
 	for (const char *p = root; *p != '\0'; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '/' ||
-		      *p == '-'))
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '/' || *p == '-'))
 			return err_set(err, errlen, ERR_INVAL,
 				       "may contain only A-Z a-z 0-9 . _ - and /");
 	for (const char *p = root; *p != '\0';) {
@@ -58,8 +57,7 @@ render_nginx_site(const char *name, const char *const *server_names, size_t nnam
 
 	*out = NULL;
 	if (names_domain(name, 0, why, sizeof(why)) != 0)
-		return err_set(err, errlen, ERR_INVAL, "name \"%.80s\": %s", name ? name : "",
-			       why);
+		return err_set(err, errlen, ERR_INVAL, "name \"%.80s\": %s", name ? name : "", why);
 	if (nnames == 0)
 		return err_set(err, errlen, ERR_INVAL, "server_names: at least one is needed");
 	if (nnames > RENDER_NGINX_MAX_NAMES)
@@ -67,8 +65,8 @@ render_nginx_site(const char *name, const char *const *server_names, size_t nnam
 			       RENDER_NGINX_MAX_NAMES);
 	for (size_t i = 0; i < nnames; i++)
 		if (names_domain(server_names[i], 1, why, sizeof(why)) != 0)
-			return err_set(err, errlen, ERR_INVAL, "server_names[%zu] \"%.80s\": %s",
-				       i, server_names[i] ? server_names[i] : "", why);
+			return err_set(err, errlen, ERR_INVAL, "server_names[%zu] \"%.80s\": %s", i,
+				       server_names[i] ? server_names[i] : "", why);
 	if (render_nginx_root_check(root, why, sizeof(why)) != 0)
 		return err_set(err, errlen, ERR_INVAL, "root: %s", why);
 	if (port == 0)

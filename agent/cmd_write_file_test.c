@@ -1,0 +1,320 @@
+/*
+ * cmd_write_file_test.c: unit tests of the write_file command (cmd_write_file.c) on a
+ * private folder tree: writes inside the roots with owner and mode, refusals outside
+ * them, of ".." and unnormalised paths, of links leading out, and the atomic replace.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+
+#include "testutil.h"
+
+struct cmd_write_file_test {
+	char dir[256];
+	char roots[600];
+	struct agent_config cfg;
+};
+
+static char cmd_write_file_test_path[PATH_MAX];
+
+/* dir + "/" + rel, in a static buffer. */
+static const char *
+cmd_write_file_test_at(struct cmd_write_file_test *t, const char *rel)
+{
+	snprintf(cmd_write_file_test_path, sizeof(cmd_write_file_test_path), "%s/%s", t->dir, rel);
+	return cmd_write_file_test_path;
+}
+
+static int
+cmd_write_file_test_run(struct cmd_write_file_test *t, const char *path, const char *content,
+			const char *owner, const char *group, unsigned mode, struct cmd_result *res)
+{
+	Stoke__Command cmd = STOKE__COMMAND__INIT;
+	Stoke__WriteFileCommand wf = STOKE__WRITE_FILE_COMMAND__INIT;
+	struct testutil_out out;
+	struct cmd_ctx ctx;
+	atomic_int cancel;
+
+	wf.path = (char *)path;
+	wf.content.data = (uint8_t *)(uintptr_t)content;
+	wf.content.len = strlen(content);
+	wf.owner = (char *)owner;
+	wf.group = (char *)group;
+	wf.mode = mode;
+	cmd.kind_case = STOKE__COMMAND__KIND_WRITE_FILE;
+	cmd.write_file = &wf;
+	atomic_init(&cancel, 0);
+	testutil_out_init(&out);
+	cmd_result_init(res);
+	testutil_ctx(&ctx, &t->cfg, &out, &cancel);
+	cmd_lookup(STOKE__COMMAND__KIND_WRITE_FILE)->run(&ctx, &cmd, res);
+	testutil_out_fini(&out);
+	return res->exit_code;
+}
+
+/* Runs a write that must be refused with text in the error, leaving no file at path. */
+static void
+cmd_write_file_test_refused(struct cmd_write_file_test *t, const char *path, const char *owner,
+			    unsigned mode, const char *why)
+{
+	struct cmd_result res;
+	struct stat st;
+	int existed = lstat(path, &st) == 0;
+
+	assert_int_equal(cmd_write_file_test_run(t, path, "x", owner, "", mode, &res), -1);
+	if (strstr(res.error, why) == NULL)
+		fail_msg("%s: error \"%s\" does not say \"%s\"", path, res.error, why);
+	assert_null(res.result_json);
+	if (!existed)
+		assert_int_equal(lstat(path, &st), -1);
+	cmd_result_fini(&res);
+}
+
+static int
+cmd_write_file_test_setup(void **state)
+{
+	static const char *const dirs[] = {"www", "etc", "outside", "www/site"};
+	struct cmd_write_file_test *t = calloc(1, sizeof(*t));
+	char p[PATH_MAX];
+
+	if (t == NULL || testutil_user() < 0 || testutil_tmpdir(p, "wf") != 0 ||
+	    strlen(p) >= sizeof(t->dir))
+		return -1;
+	memcpy(t->dir, p, strlen(p) + 1);
+	snprintf(t->roots, sizeof(t->roots), "%s/www:%s/etc", t->dir, t->dir);
+	if (testutil_cfg(&t->cfg, "write_roots", t->roots, NULL) != 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", t->dir, dirs[i]);
+		if (mkdir(p, 0755) != 0)
+			return -1;
+	}
+	*state = t;
+	return 0;
+}
+
+static int
+cmd_write_file_test_teardown(void **state)
+{
+	struct cmd_write_file_test *t = *state;
+
+	testutil_rm_rf(t->dir);
+	testutil_cfg_fini(&t->cfg);
+	free(t);
+	return 0;
+}
+
+static void
+cmd_write_file_test_inside(void **state)
+{
+	struct cmd_write_file_test *t = *state;
+	struct passwd *pw = getpwnam(TESTUTIL_USER);
+	struct cmd_result res;
+	struct stat st;
+	char path[PATH_MAX], *text;
+
+	assert_non_null(pw);
+	snprintf(path, sizeof(path), "%s", cmd_write_file_test_at(t, "www/site/a.txt"));
+	assert_int_equal(
+	    cmd_write_file_test_run(t, path, "hello", TESTUTIL_USER, TESTUTIL_USER, 0640, &res), 0);
+	assert_string_equal(res.error, "");
+	assert_non_null(res.result_json);
+	assert_non_null(strstr(res.result_json, "\"sha256\":\"2cf24dba5fb0a30e26e83b2ac5b9e29e1b"
+						"161e5c1fa7425e73043362938b9824\""));
+	assert_non_null(strstr(res.result_json, "\"size\":5"));
+	cmd_result_fini(&res);
+	text = testutil_read(path);
+	assert_string_equal(text, "hello");
+	free(text);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(st.st_uid, pw->pw_uid);
+	assert_int_equal(st.st_gid, pw->pw_gid);
+
+	/* Set-id bits are kept (fchmod after fchown). */
+	snprintf(path, sizeof(path), "%s", cmd_write_file_test_at(t, "etc/tool"));
+	assert_int_equal(cmd_write_file_test_run(t, path, "#!/bin/sh\n", "root", "", 04755, &res),
+			 0);
+	cmd_result_fini(&res);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 04755);
+	assert_int_equal(st.st_uid, 0);
+
+	/* A new file without a mode gets 0644. */
+	snprintf(path, sizeof(path), "%s", cmd_write_file_test_at(t, "www/plain"));
+	assert_int_equal(cmd_write_file_test_run(t, path, "", "", "", 0, &res), 0);
+	cmd_result_fini(&res);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	assert_int_equal(st.st_size, 0);
+}
+
+static void
+cmd_write_file_test_keeps_owner_and_mode(void **state)
+{
+	struct cmd_write_file_test *t = *state;
+	struct passwd *pw = getpwnam(TESTUTIL_USER);
+	struct cmd_result res;
+	struct stat st;
+	char path[PATH_MAX], *text;
+
+	snprintf(path, sizeof(path), "%s", cmd_write_file_test_at(t, "www/site/.env"));
+	assert_int_equal(testutil_write(path, "OLD=1\n", 0600), 0);
+	assert_int_equal(chown(path, pw->pw_uid, pw->pw_gid), 0);
+	assert_int_equal(cmd_write_file_test_run(t, path, "NEW=2\n", "", "", 0, &res), 0);
+	cmd_result_fini(&res);
+	text = testutil_read(path);
+	assert_string_equal(text, "NEW=2\n");
+	free(text);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(st.st_uid, pw->pw_uid);
+}
+
+static void
+cmd_write_file_test_atomic(void **state)
+{
+	struct cmd_write_file_test *t = *state;
+	struct cmd_result res;
+	struct stat before, after;
+	char path[PATH_MAX + 16], dir[PATH_MAX], old[16] = {0};
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s", cmd_write_file_test_at(t, "etc"));
+	snprintf(path, sizeof(path), "%s/app.conf", dir);
+	assert_int_equal(testutil_write(path, "version 1\n", 0644), 0);
+	assert_int_equal(stat(path, &before), 0);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(cmd_write_file_test_run(t, path, "version 2\n", "", "", 0644, &res), 0);
+	cmd_result_fini(&res);
+	/* Replaced by rename: a reader of the old file still sees it whole. */
+	assert_int_equal(stat(path, &after), 0);
+	assert_int_not_equal(before.st_ino, after.st_ino);
+	assert_int_equal(read(fd, old, sizeof(old) - 1), 10);
+	assert_string_equal(old, "version 1\n");
+	close(fd);
+	/* No temp file left beside it. */
+	d = opendir(dir);
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL)
+		assert_null(strstr(de->d_name, ".tmp"));
+	closedir(d);
+}
+
+static void
+cmd_write_file_test_outside_and_unnormalised(void **state)
+{
+	struct cmd_write_file_test *t = *state;
+	char p[PATH_MAX];
+
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "outside/x"), "", 0,
+				    "not under one of the allowed folders");
+	cmd_write_file_test_refused(t, "/etc/stoke-write-file-test", "", 0,
+				    "not under one of the allowed folders");
+	/* A root itself is not a file to write. */
+	snprintf(p, sizeof(p), "%s/www", t->dir);
+	cmd_write_file_test_refused(t, p, "", 0, "not under one of the allowed folders");
+	/* A prefix of a root's name is not inside it. */
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "wwwx"), "", 0,
+				    "not under one of the allowed folders");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/../outside/x"), "", 0,
+				    "normalised");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/site/.."), "", 0,
+				    "normalised");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/./x"), "", 0, "normalised");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www//x"), "", 0, "normalised");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/x/"), "", 0, "normalised");
+	cmd_write_file_test_refused(t, "www/x", "", 0, "absolute");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/a\nb"), "", 0, "control");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/no-such-dir/x"), "", 0,
+				    "No such file");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/m"), "", 010000, "07777");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/o"), "no-such-user-x", 0644,
+				    "does not exist");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/o"), "bad;user", 0644,
+				    "owner");
+	/* An existing folder is not replaced by a file. */
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/site"), "", 0, "a folder");
+}
+
+static void
+cmd_write_file_test_links(void **state)
+{
+	struct cmd_write_file_test *t = *state;
+	struct cmd_result res;
+	char link[PATH_MAX], target[PATH_MAX], *text;
+	struct stat st;
+
+	/* A folder link leading out of the roots. */
+	snprintf(link, sizeof(link), "%s/www/escape", t->dir);
+	snprintf(target, sizeof(target), "%s/outside", t->dir);
+	assert_int_equal(symlink(target, link), 0);
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/escape/pwned"), "", 0,
+				    "is really");
+	assert_int_equal(lstat(cmd_write_file_test_at(t, "outside/pwned"), &st), -1);
+	/* Deeper: a link to "/" */
+	snprintf(link, sizeof(link), "%s/www/slash", t->dir);
+	assert_int_equal(symlink("/", link), 0);
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/slash/tmp/stoke-pwned"), "",
+				    0, "is really");
+
+	/* A file link: refused, its target untouched. */
+	snprintf(target, sizeof(target), "%s/outside/secret", t->dir);
+	assert_int_equal(testutil_write(target, "secret\n", 0600), 0);
+	snprintf(link, sizeof(link), "%s/www/site/secret-link", t->dir);
+	assert_int_equal(symlink(target, link), 0);
+	cmd_write_file_test_refused(t, link, "", 0, "symbolic link");
+	text = testutil_read(target);
+	assert_string_equal(text, "secret\n");
+	free(text);
+	assert_int_equal(lstat(link, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+
+	/* A link that stays inside the roots (a deploy's "current") is fine. */
+	snprintf(link, sizeof(link), "%s/www/current", t->dir);
+	snprintf(target, sizeof(target), "%s/www/site", t->dir);
+	assert_int_equal(symlink(target, link), 0);
+	assert_int_equal(cmd_write_file_test_run(t, cmd_write_file_test_at(t, "www/current/b.txt"),
+						 "via link", "", "", 0644, &res),
+			 0);
+	cmd_result_fini(&res);
+	text = testutil_read(cmd_write_file_test_at(t, "www/site/b.txt"));
+	assert_string_equal(text, "via link");
+	free(text);
+	/* Also from one root into another. */
+	snprintf(link, sizeof(link), "%s/www/conf", t->dir);
+	snprintf(target, sizeof(target), "%s/etc", t->dir);
+	assert_int_equal(symlink(target, link), 0);
+	assert_int_equal(cmd_write_file_test_run(t, cmd_write_file_test_at(t, "www/conf/c.txt"),
+						 "c", "", "", 0644, &res),
+			 0);
+	cmd_result_fini(&res);
+	assert_int_equal(lstat(cmd_write_file_test_at(t, "etc/c.txt"), &st), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(cmd_write_file_test_inside),
+	    cmocka_unit_test(cmd_write_file_test_keeps_owner_and_mode),
+	    cmocka_unit_test(cmd_write_file_test_atomic),
+	    cmocka_unit_test(cmd_write_file_test_outside_and_unnormalised),
+	    cmocka_unit_test(cmd_write_file_test_links),
+	};
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "cmd_write_file_test: needs root (chown); skipped\n");
+		return 77;
+	}
+	return cmocka_run_group_tests(tests, cmd_write_file_test_setup,
+				      cmd_write_file_test_teardown);
+}
