@@ -1,8 +1,7 @@
 /*
- * api.c: the HTTP side of the REST API over libmicrohttpd (the only file that includes
- * microhttpd.h): listening, routing, bearer auth, bounded bodies, JSON replies and
- * errors, streamed replies, the access log. No resource logic: handlers live in api_*.c.
- * Called by stoked.c (api_start/api_stop) and by the handlers (api_json.h).
+ * api.c: the REST API's HTTP layer over libmicrohttpd (the only includer of microhttpd.h):
+ * listen, route, bearer auth, bounded bodies, JSON and streamed replies, access log.
+ * No resource logic (api_*.c). Called by stoked.c and, via api_json.h, by the handlers.
  */
 #include "api.h"
 #include "api_json.h"
@@ -40,9 +39,10 @@
 
 /* Route flags. */
 #define API_R_PUBLIC 0x01   /* no token needed */
-#define API_R_BODY 0x02     /* takes a JSON object body, required (411 without) */
+#define API_R_BODY 0x02	    /* takes a JSON object body, required (411 without) */
 #define API_R_BODY_OPT 0x04 /* takes an optional JSON object body */
 #define API_R_STREAM 0x08   /* long-lived streamed reply (no HEAD) */
+#define API_R_RAW 0x10	    /* takes a body of any type, not parsed (webhooks: api_req_raw_body) */
 
 struct api_route {
 	const char *method;
@@ -66,6 +66,7 @@ static const struct api_route api_routes[] = {
     {"GET", "/api/v1/deployments/:id", api_deployments_get, 0},
     {"GET", "/api/v1/deployments/:id/log", api_deployments_log, 0},
     {"GET", "/api/v1/commands", api_commands_list, 0},
+    {"POST", "/api/v1/commands", api_commands_create, API_R_BODY},
     {"GET", "/api/v1/commands/:id", api_commands_get, 0},
     {"GET", "/api/v1/commands/:id/output", api_commands_output, 0},
     {"GET", "/api/v1/jobs", api_jobs_list, 0},
@@ -96,7 +97,7 @@ struct api_req {
 	char params[API_MAX_PARAMS][API_PARAM_MAX];
 	int nparams;
 	struct buf body;
-	int body_seen;    /* the request announced or sent a body */
+	int body_seen;	  /* the request announced or sent a body */
 	int body_too_big; /* the body passed body_max; the rest is discarded */
 	json_t *json;
 	int64_t token_id;
@@ -139,6 +140,42 @@ api_printable(char *dst, size_t dstlen, const char *s)
 	for (i = 0; s[i] != '\0' && i + 1 < dstlen; i++)
 		dst[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
 	dst[i] = '\0';
+}
+
+static int
+api_hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes s in place (paths, query names and values) like microhttpd does,
+ * except that "%00" stays as it is: a NUL would cut the text short unseen, and the
+ * literal "%00" then fails whatever grammar the value must meet. */
+static size_t
+api_unescape_cb(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *r = s, *w = s;
+	int hi, lo;
+
+	(void)cls;
+	(void)conn;
+	while (*r != '\0') {
+		if (r[0] == '%' && (hi = api_hexval(r[1])) >= 0 && (lo = api_hexval(r[2])) >= 0 &&
+		    (hi | lo) != 0) {
+			*w++ = (char)(hi * 16 + lo);
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
 }
 
 static int
@@ -277,8 +314,7 @@ api_reply_error(struct api_req *r, int status, const char *code, const char *fmt
 	va_end(ap);
 }
 
-static void
-api_reply_405(struct api_req *r, const char *allow, const char *fmt, ...)
+static void api_reply_405(struct api_req *r, const char *allow, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
@@ -438,6 +474,13 @@ json_t *
 api_req_body(struct api_req *r)
 {
 	return r->json;
+}
+
+const char *
+api_req_raw_body(struct api_req *r, size_t *len)
+{
+	*len = r->body.len;
+	return r->body.data ? r->body.data : "";
 }
 
 const char *
@@ -730,10 +773,10 @@ api_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	log_info("api: %s %s %d %s %lldms%s", r->method, r->path, r->status, r->actor,
 		 (long long)(time_mono_ms() - r->t0),
-		 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK	  ? ""
-		 : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT	  ? " (client gone)"
+		 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK	 ? ""
+		 : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT	 ? " (client gone)"
 		 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutdown)"
-							       : " (aborted)");
+								 : " (aborted)");
 	json_decref(r->json);
 	buf_fini(&r->body);
 	free(r);
@@ -754,8 +797,7 @@ api_split_listen(const char *addr, char *host, size_t hostlen, char *port, size_
 		return err_set(err, errlen, ERR_INVAL, "api addr address is empty");
 	if (*addr == '[') {
 		if ((hend = strchr(addr, ']')) == NULL || hend[1] != ':')
-			return err_set(err, errlen, ERR_INVAL, "%s: expected [address]:port",
-				       addr);
+			return err_set(err, errlen, ERR_INVAL, "%s: expected [address]:port", addr);
 		h = addr + 1;
 		colon = hend + 1;
 	} else {
@@ -785,16 +827,14 @@ api_listen_socket(const char *addr, int *fdp, int *v6, char *err, size_t errlen)
 	char host[256], port[8];
 	int fd = -1, one = 1, rc, saved = 0;
 
-	if ((rc = api_split_listen(addr, host, sizeof(host), port, sizeof(port), err,
-				   errlen)) != 0)
+	if ((rc = api_split_listen(addr, host, sizeof(host), port, sizeof(port), err, errlen)) != 0)
 		return rc;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	if ((rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res)) != 0)
-		return err_set(err, errlen, ERR_INVAL, "api listen %s: %s", addr,
-			       gai_strerror(rc));
+		return err_set(err, errlen, ERR_INVAL, "api listen %s: %s", addr, gai_strerror(rc));
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
 		if (fd < 0) {
@@ -840,12 +880,11 @@ api_start(const struct api_opts *opts, struct api **out, char *err, size_t errle
 	if (v6)
 		flags |= MHD_USE_IPv6;
 	/* The logger first, so that microhttpd sends every message to it. */
-	a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, api_access_cb, a,
-				  MHD_OPTION_EXTERNAL_LOGGER, api_log_cb, a,
-				  MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-				  MHD_OPTION_CONNECTION_LIMIT, max_conns,
-				  MHD_OPTION_CONNECTION_TIMEOUT, API_IDLE_TIMEOUT_S,
-				  MHD_OPTION_NOTIFY_COMPLETED, api_completed_cb, a, MHD_OPTION_END);
+	a->mhd = MHD_start_daemon(
+	    flags, 0, NULL, NULL, api_access_cb, a, MHD_OPTION_EXTERNAL_LOGGER, api_log_cb, a,
+	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+	    MHD_OPTION_CONNECTION_TIMEOUT, API_IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+	    api_completed_cb, a, MHD_OPTION_UNESCAPE_CALLBACK, api_unescape_cb, a, MHD_OPTION_END);
 	if (a->mhd == NULL) {
 		/* microhttpd may have closed fd already; leaking it beats closing twice. */
 		rc = err_set(err, errlen, ERR_IO, "api listen %s: cannot start the HTTP server",
@@ -855,9 +894,8 @@ api_start(const struct api_opts *opts, struct api **out, char *err, size_t errle
 	di = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	a->port = di ? di->port : 0;
 	if (a->port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-		a->port = ntohs(ss.ss_family == AF_INET6
-				    ? ((struct sockaddr_in6 *)&ss)->sin6_port
-				    : ((struct sockaddr_in *)&ss)->sin_port);
+		a->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+							 : ((struct sockaddr_in *)&ss)->sin_port);
 	log_info("api: listening on %s (port %u)", opts->listen, a->port);
 	*out = a;
 	return 0;

@@ -18,8 +18,8 @@ api_audit_word_ok(const char *s, size_t max)
 	if (n == 0 || n > max)
 		return 0;
 	for (i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-		      s[i] == '.' || s[i] == '_' || s[i] == '-'))
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' ||
+		      s[i] == '_' || s[i] == '-'))
 			return 0;
 	return 1;
 }
@@ -27,8 +27,8 @@ api_audit_word_ok(const char *s, size_t max)
 void
 api_audit_list(struct api_req *r)
 {
-	static const char *const q[] = {"limit", "after", "resource_kind", "resource_id", "kind",
-					NULL};
+	static const char *const q[] = {"limit",       "after", "resource_kind",
+					"resource_id", "kind",	NULL};
 	struct store *s = api_req_store(r);
 	struct store_stmt *st;
 	struct api_page pg;
@@ -48,7 +48,8 @@ api_audit_list(struct api_req *r)
 		return;
 	}
 	if (kind != NULL && !api_audit_word_ok(kind, 64)) {
-		api_reply_error(r, 400, "invalid_parameter", "kind: must be [a-z0-9._-], 1-64 long");
+		api_reply_error(r, 400, "invalid_parameter",
+				"kind: must be [a-z0-9._-], 1-64 long");
 		return;
 	}
 	if (rid >= 0 && rkind == NULL) {
@@ -60,14 +61,14 @@ api_audit_list(struct api_req *r)
 		api_reply_db(r, s, "listing events");
 		return;
 	}
-	st = store_query(s,
-			 "SELECT id, time, actor, kind, resource_kind, resource_id, data FROM events"
-			 " WHERE id > ? AND (? IS NULL OR resource_kind = ?)"
-			 " AND (? < 0 OR resource_id = ?)"
-			 " AND (? IS NULL OR substr(kind, 1, length(?)) = ?)"
-			 " ORDER BY id LIMIT ?",
-			 "issiisssi", pg.after, rkind, rkind, rid, rid, kind, kind, kind,
-			 (int64_t)pg.limit + 1);
+	st = store_query(
+	    s,
+	    "SELECT id, time, actor, kind, resource_kind, resource_id, data FROM events"
+	    " WHERE id > ? AND (? IS NULL OR resource_kind = ?)"
+	    " AND (? < 0 OR resource_id = ?)"
+	    " AND (? IS NULL OR substr(kind, 1, length(?)) = ?)"
+	    " ORDER BY id LIMIT ?",
+	    "issiisssi", pg.after, rkind, rkind, rid, rid, kind, kind, kind, (int64_t)pg.limit + 1);
 	if (st == NULL || (items = json_array()) == NULL) {
 		store_finalize(st);
 		api_reply_db(r, s, "listing events");

@@ -7,9 +7,9 @@
 
 #include "store.h"
 
-#define API_DEPLOYMENTS_COLS                                                               \
-	"SELECT id, site_id, trigger, actor, commit_hash, commit_message, commit_author,"  \
-	" delivery_id, exit_code, state, progress, message, checklist, error, failed_step," \
+#define API_DEPLOYMENTS_COLS                                                                       \
+	"SELECT id, site_id, trigger, actor, commit_hash, commit_message, commit_author,"          \
+	" delivery_id, exit_code, state, progress, message, checklist, error, failed_step,"        \
 	" failed_at, created_at, started_at, finished_at, updated_at FROM deployments"
 
 void

@@ -1,9 +1,7 @@
 /*
- * api_events.c: GET /api/v1/events, the live feed as Server-Sent Events. Sends the rows
- * of the events table after Last-Event-ID (or ?after=) that match the filters, in
- * batches, then waits for new ones (events_wait), with a keepalive comment every 15 s.
- * Runs on the connection's own thread; ends when the client hangs up or api_stop runs.
- * Does not write events (events.c does). Routed from api.c.
+ * api_events.c: GET /api/v1/events as Server-Sent Events: matching events after
+ * Last-Event-ID (or ?after=) in batches, then live ones, keepalive every 15 s; ends when
+ * the client hangs up or api_stop runs. Writes no events (events.c). Routed from api.c.
  */
 #include "api_json.h"
 
@@ -23,11 +21,11 @@
 
 struct api_events_sub {
 	int64_t cursor; /* every event with id <= cursor has been looked at */
-	char *kind;     /* kind prefix, or NULL */
-	char *rkind;    /* resource kind, or NULL */
-	int64_t rid;    /* resource id, or -1 */
+	char *kind;	/* kind prefix, or NULL */
+	char *rkind;	/* resource kind, or NULL */
+	int64_t rid;	/* resource id, or -1 */
 	struct buf out; /* formatted, not yet sent */
-	size_t off;     /* sent part of out */
+	size_t off;	/* sent part of out */
 	int64_t last_write_ms;
 	int stale; /* the last wake-up found nothing new */
 };
@@ -40,8 +38,8 @@ api_events_word_ok(const char *s, size_t max)
 	if (n == 0 || n > max)
 		return 0;
 	for (i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-		      s[i] == '.' || s[i] == '_' || s[i] == '-'))
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' ||
+		      s[i] == '_' || s[i] == '-'))
 			return 0;
 	return 1;
 }
@@ -101,8 +99,8 @@ api_events_fill(struct api_events_sub *sub, struct store *s)
 				break;
 			}
 			/* Compact JSON holds no newline, so one data: line carries it. */
-			if (buf_printf(&sub->out, "id: %lld\nevent: %s\ndata: %s\n\n", (long long)id,
-				       store_col_text(st, 3), data) != 0) {
+			if (buf_printf(&sub->out, "id: %lld\nevent: %s\ndata: %s\n\n",
+				       (long long)id, store_col_text(st, 3), data) != 0) {
 				if (sub->out.len > 0) {
 					free(data); /* full: this one goes next time */
 					stop = 1;
@@ -174,8 +172,8 @@ api_events_read_cb(struct api_stream *s, void *cls, char *dst, size_t max)
 		if (sub->stale && events_last_id() > wait_after)
 			wait_after = events_last_id();
 		idle = API_EVENTS_KEEPALIVE_MS - idle;
-		woken = events_wait(wait_after, idle < API_EVENTS_SLICE_MS ? (long)idle
-									    : API_EVENTS_SLICE_MS);
+		woken = events_wait(wait_after,
+				    idle < API_EVENTS_SLICE_MS ? (long)idle : API_EVENTS_SLICE_MS);
 		sub->stale = woken;
 	}
 }
@@ -196,7 +194,8 @@ api_events_get(struct api_req *r)
 	kind = api_req_query(r, "kind");
 	rkind = api_req_query(r, "resource_kind");
 	if (kind != NULL && !api_events_word_ok(kind, 64)) {
-		api_reply_error(r, 400, "invalid_parameter", "kind: must be [a-z0-9._-], 1-64 long");
+		api_reply_error(r, 400, "invalid_parameter",
+				"kind: must be [a-z0-9._-], 1-64 long");
 		return;
 	}
 	if (rkind != NULL && !api_events_word_ok(rkind, 32)) {
@@ -210,7 +209,7 @@ api_events_get(struct api_req *r)
 		return;
 	}
 	/* A reconnecting EventSource sends Last-Event-ID with its first URL: the header wins. */
-	if ((last = api_req_header(r, "X-Nope")) != NULL) {
+	if ((last = api_req_header(r, "Last-Event-ID")) != NULL) {
 		if (api_parse_int(last, 0, INT64_MAX, &after) != 0) {
 			api_reply_error(r, 400, "invalid_parameter",
 					"Last-Event-ID: must be a non-negative integer");

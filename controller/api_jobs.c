@@ -12,8 +12,8 @@
 #include "jobs.h"
 #include "store.h"
 
-static const char *const api_jobs_states[] = {"queued", "running", "done", "failed",
-					      "cancelled", NULL};
+static const char *const api_jobs_states[] = {"queued", "running",   "done",
+					      "failed", "cancelled", NULL};
 
 /* [a-z0-9._-]{1,max}: job types and resource kinds. */
 static int
@@ -24,8 +24,8 @@ api_jobs_word_ok(const char *s, size_t max)
 	if (n == 0 || n > max)
 		return 0;
 	for (i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-		      s[i] == '.' || s[i] == '_' || s[i] == '-'))
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' ||
+		      s[i] == '_' || s[i] == '-'))
 			return 0;
 	return 1;
 }
@@ -68,13 +68,15 @@ api_jobs_list(struct api_req *r)
 			if (strcmp(api_jobs_states[i], state) == 0)
 				break;
 		if (api_jobs_states[i] == NULL) {
-			api_reply_error(r, 400, "invalid_parameter",
-					"state: must be queued, running, done, failed or cancelled");
+			api_reply_error(
+			    r, 400, "invalid_parameter",
+			    "state: must be queued, running, done, failed or cancelled");
 			return;
 		}
 	}
 	if (type != NULL && !api_jobs_word_ok(type, 64)) {
-		api_reply_error(r, 400, "invalid_parameter", "type: must be [a-z0-9._-], 1-64 long");
+		api_reply_error(r, 400, "invalid_parameter",
+				"type: must be [a-z0-9._-], 1-64 long");
 		return;
 	}
 	if (rkind != NULL && !api_jobs_word_ok(rkind, 32)) {
@@ -147,8 +149,7 @@ api_jobs_get(struct api_req *r)
 static const struct api_field api_jobs_no_fields[] = {{NULL, 0, 0, NULL}};
 
 static void
-api_jobs_act(struct api_req *r, int (*fn)(struct store *, int64_t, const char *, char *,
-					  size_t))
+api_jobs_act(struct api_req *r, int (*fn)(struct store *, int64_t, const char *, char *, size_t))
 {
 	static const char *const q[] = {NULL};
 	struct store *s = api_req_store(r);

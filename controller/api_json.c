@@ -64,7 +64,8 @@ api_json_fields(struct api_req *r, const json_t *obj, const struct api_field *fi
 	json_t *v;
 	char err[512];
 
-	json_object_foreach((json_t *)obj, key, v) {
+	json_object_foreach((json_t *)obj, key, v)
+	{
 		for (f = fields; f->name != NULL; f++)
 			if (strcmp(f->name, key) == 0)
 				break;
@@ -167,8 +168,8 @@ api_names_slug(const char *s, char *err, size_t errlen)
 	if (!((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
 		return err_set(err, errlen, ERR_INVAL, "must start with a letter or digit");
 	for (i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-		      s[i] == '.' || s[i] == '_' || s[i] == '-'))
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' ||
+		      s[i] == '_' || s[i] == '-'))
 			return err_set(err, errlen, ERR_INVAL,
 				       "may hold only a-z, 0-9, '.', '_' and '-'");
 	return 0;
@@ -230,8 +231,9 @@ api_check_set(const char *field, const json_t *v,
 		for (j = 0; j < i; j++)
 			if (strcmp(json_string_value(json_array_get(v, j)), json_string_value(e)) ==
 			    0)
-				return err_set(err, errlen, ERR_INVAL, "%s[%zu]: %s is listed twice",
-					       field, i, json_string_value(e));
+				return err_set(err, errlen, ERR_INVAL,
+					       "%s[%zu]: %s is listed twice", field, i,
+					       json_string_value(e));
 	}
 	return 0;
 }
@@ -397,12 +399,12 @@ static const struct {
 	const char *name;
 	enum api_col_kind kind;
 } api_json_cols[] = {
-    {"time", API_COL_TIME},	   {"last_seen", API_COL_TIME},
-    {"run_after", API_COL_TIME},	   {"checklist", API_COL_JSON},
-    {"facts", API_COL_JSON},	   {"data", API_COL_JSON},
-    {"payload", API_COL_JSON},	   {"result", API_COL_JSON},
-    {"aliases", API_COL_JSON},	   {"zero_downtime", API_COL_BOOL},
-    {"acked", API_COL_BOOL},	   {"cancel_requested", API_COL_BOOL},
+    {"time", API_COL_TIME},	 {"last_seen", API_COL_TIME},
+    {"run_after", API_COL_TIME}, {"checklist", API_COL_JSON},
+    {"facts", API_COL_JSON},	 {"data", API_COL_JSON},
+    {"payload", API_COL_JSON},	 {"result", API_COL_JSON},
+    {"aliases", API_COL_JSON},	 {"zero_downtime", API_COL_BOOL},
+    {"acked", API_COL_BOOL},	 {"cancel_requested", API_COL_BOOL},
 };
 
 static enum api_col_kind
@@ -433,8 +435,11 @@ api_json_text(const char *s)
 		return NULL;
 	for (o = out; i < n;) {
 		c = (unsigned char)s[i];
-		need = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2
-			: (c & 0xf8) == 0xf0 ? 3 : 9;
+		need = c < 0x80		    ? 0
+		       : (c & 0xe0) == 0xc0 ? 1
+		       : (c & 0xf0) == 0xe0 ? 2
+		       : (c & 0xf8) == 0xf0 ? 3
+					    : 9;
 		for (k = 1; need != 9 && k <= need; k++)
 			if (i + k >= n || ((unsigned char)s[i + k] & 0xc0) != 0x80)
 				break;

@@ -35,6 +35,9 @@ const char *api_req_query(struct api_req *r, const char *name);
 const char *api_req_header(struct api_req *r, const char *name);
 /* The body parsed as a JSON object (borrowed), or NULL when the request had none. */
 json_t *api_req_body(struct api_req *r);
+/* The body as received (NUL-terminated, at most the body limit; "" when none). For routes
+ * that verify a signature over the raw bytes (webhooks, route flag API_R_RAW in api.c). */
+const char *api_req_raw_body(struct api_req *r, size_t *len);
 /* "token:<name>" of the authenticated caller ("anonymous" on public routes). */
 const char *api_req_actor(struct api_req *r);
 int64_t api_req_token_id(struct api_req *r);
@@ -177,6 +180,7 @@ void api_deployments_log(struct api_req *r);
 void api_commands_list(struct api_req *r);
 void api_commands_get(struct api_req *r);
 void api_commands_output(struct api_req *r);
+void api_commands_create(struct api_req *r);
 void api_jobs_list(struct api_req *r);
 void api_jobs_get(struct api_req *r);
 void api_jobs_cancel(struct api_req *r);

@@ -6,8 +6,8 @@
 
 #include "store.h"
 
-#define API_KEYS_COLS                                                                      \
-	"SELECT id, name, type, fingerprint, comment, bits, public_key, created_at,"        \
+#define API_KEYS_COLS                                                                              \
+	"SELECT id, name, type, fingerprint, comment, bits, public_key, created_at,"               \
 	" revoked_at FROM ssh_keys"
 
 void

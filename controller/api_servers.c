@@ -14,10 +14,10 @@
 #include "sm.h"
 #include "store.h"
 
-#define API_SERVERS_COLS                                                                   \
-	"SELECT id, name, provider, region, size, image, provider_id, ipv4, ssh_port,"      \
-	" ssh_user, host_key_sha256, state, progress, message, checklist, error,"           \
-	" failed_step, failed_at, agent_status, agent_version, last_seen, facts,"           \
+#define API_SERVERS_COLS                                                                           \
+	"SELECT id, name, provider, region, size, image, provider_id, ipv4, ssh_port,"             \
+	" ssh_user, host_key_sha256, state, progress, message, checklist, error,"                  \
+	" failed_step, failed_at, agent_status, agent_version, last_seen, facts,"                  \
 	" created_at, updated_at FROM servers"
 
 static const char *const api_servers_providers[] = {"digitalocean", "hetzner", "custom", NULL};
@@ -42,8 +42,8 @@ api_servers_render(struct store *s, struct store_stmt *st)
 	json_object_del(o, "last_seen");
 	json_object_del(o, "facts");
 	tags = json_array();
-	tq = store_query(s, "SELECT tag FROM server_tags WHERE server_id = ? ORDER BY tag", "i",
-			 id);
+	tq =
+	    store_query(s, "SELECT tag FROM server_tags WHERE server_id = ? ORDER BY tag", "i", id);
 	if (agent == NULL || tags == NULL || tq == NULL)
 		goto fail;
 	while ((rc = store_step(tq)) == STORE_ROW)
@@ -102,8 +102,7 @@ api_servers_list(struct api_req *r)
 		return;
 	}
 	if (state != NULL && !sm_is_state(&sm_server, state)) {
-		api_reply_error(r, 400, "invalid_parameter", "state: no server state %.64s",
-				state);
+		api_reply_error(r, 400, "invalid_parameter", "state: no server state %.64s", state);
 		return;
 	}
 	if (s == NULL) {
@@ -179,8 +178,8 @@ api_servers_check_provider(const char *field, const json_t *v, char *err, size_t
 	for (i = 0; p != NULL && api_servers_providers[i] != NULL; i++)
 		if (strcmp(p, api_servers_providers[i]) == 0)
 			return 0;
-	return err_set(err, errlen, ERR_INVAL,
-		       "%s: must be one of digitalocean, hetzner, custom", field);
+	return err_set(err, errlen, ERR_INVAL, "%s: must be one of digitalocean, hetzner, custom",
+		       field);
 }
 
 static const struct api_field api_servers_create_fields[] = {
@@ -242,8 +241,7 @@ api_servers_create(struct api_req *r)
 		return;
 	}
 	if (n > 0) {
-		api_reply_error(r, 409, "conflict", "name: a server named %s exists already",
-				name);
+		api_reply_error(r, 409, "conflict", "name: a server named %s exists already", name);
 		return;
 	}
 	/* Nothing user-facing may pretend to work: nothing is written. */

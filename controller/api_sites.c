@@ -10,10 +10,10 @@
 #include "err.h"
 #include "store.h"
 
-#define API_SITES_COLS                                                                     \
-	"SELECT id, server_id, domain, aliases, web_dir, repo_url, branch, deploy_script,"  \
-	" zero_downtime, keep_releases, deploy_timeout_ms, deploy_key_public, state,"       \
-	" progress, message, checklist, error, failed_step, failed_at, created_at,"         \
+#define API_SITES_COLS                                                                             \
+	"SELECT id, server_id, domain, aliases, web_dir, repo_url, branch, deploy_script,"         \
+	" zero_downtime, keep_releases, deploy_timeout_ms, deploy_key_public, state,"              \
+	" progress, message, checklist, error, failed_step, failed_at, created_at,"                \
 	" updated_at FROM sites"
 
 #define API_SITES_SCRIPT_MAX (64 * 1024)
@@ -151,9 +151,10 @@ api_sites_check_env(const char *field, const json_t *v, char *err, size_t errlen
 	if (json_object_size(v) > API_SITES_ENV_MAX)
 		return err_set(err, errlen, ERR_INVAL, "%s: at most %d variables", field,
 			       API_SITES_ENV_MAX);
-	json_object_foreach((json_t *)v, key, val) {
-		int ok = strlen(key) >= 1 && strlen(key) <= 128 &&
-			 !(key[0] >= '0' && key[0] <= '9');
+	json_object_foreach((json_t *)v, key, val)
+	{
+		int ok =
+		    strlen(key) >= 1 && strlen(key) <= 128 && !(key[0] >= '0' && key[0] <= '9');
 
 		for (i = 0; ok && key[i] != '\0'; i++)
 			ok = (key[i] >= 'A' && key[i] <= 'Z') || (key[i] >= 'a' && key[i] <= 'z') ||

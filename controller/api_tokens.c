@@ -14,7 +14,7 @@
 #include "store.h"
 #include "tokens.h"
 
-#define API_TOKENS_COLS                                                                    \
+#define API_TOKENS_COLS                                                                            \
 	"SELECT id, name, prefix, created_at, last_used_at, revoked_at FROM api_tokens"
 
 void
@@ -97,12 +97,13 @@ api_tokens_create(struct api_req *r)
 		return;
 	}
 	/* The prefix the list shows, never more of the token. */
-	if ((ev = json_pack("{s:s, s:s%}", "name", name, "prefix", plain,
-			    strnlen(plain, 8))) != NULL) {
+	if ((ev = json_pack("{s:s, s:s%}", "name", name, "prefix", plain, strnlen(plain, 8))) !=
+	    NULL) {
 		data = json_dumps(ev, JSON_COMPACT);
 		json_decref(ev);
 	}
-	if (data == NULL || events_emit(s, api_req_actor(r), "token.created", "token", id, data) != 0 ||
+	if (data == NULL ||
+	    events_emit(s, api_req_actor(r), "token.created", "token", id, data) != 0 ||
 	    store_commit(s) != 0) {
 		api_reply_db(r, s, "creating a token");
 		store_rollback(s);
@@ -110,9 +111,9 @@ api_tokens_create(struct api_req *r)
 	}
 	events_notify();
 	log_info("token %lld (%s) created by %s", (long long)id, name, api_req_actor(r));
-	api_reply_json(r, 201,
-		       json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "name", name, "token",
-				 plain));
+	api_reply_json(
+	    r, 201,
+	    json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "name", name, "token", plain));
 out:
 	if (plain != NULL) {
 		explicit_bzero(plain, strlen(plain));
