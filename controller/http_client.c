@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,8 @@ http_response_init(struct http_response *r)
 {
 	r->status = 0;
 	r->retry_after_s = -1;
+	r->ratelimit_remaining = -1;
+	r->ratelimit_reset = -1;
 	buf_init(&r->body, 0);
 }
 
@@ -201,6 +204,31 @@ struct http_xfer {
 	int toobig;
 };
 
+/* A header's value as a non-negative number, or -1 (copied through a bounded buffer). */
+static long long
+http_header_num(const char *p, size_t len)
+{
+	char val[32], *end;
+	long long v;
+	size_t vlen;
+
+	while (len > 0 && (*p == ' ' || *p == '\t')) {
+		p++;
+		len--;
+	}
+	vlen = len < sizeof(val) - 1 ? len : sizeof(val) - 1;
+	memcpy(val, p, vlen);
+	val[vlen] = '\0';
+	val[strcspn(val, "\r\n")] = '\0';
+	if (val[0] < '0' || val[0] > '9')
+		return -1;
+	errno = 0;
+	v = strtoll(val, &end, 10);
+	if (errno != 0 || (*end != '\0' && *end != ' ' && *end != '\t'))
+		return -1;
+	return v;
+}
+
 static size_t
 http_header_cb(char *p, size_t size, size_t n, void *ud)
 {
@@ -211,6 +239,14 @@ http_header_cb(char *p, size_t size, size_t n, void *ud)
 
 	if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
 		x->r->retry_after_s = -1;
+		x->r->ratelimit_remaining = -1;
+		x->r->ratelimit_reset = -1;
+	} else if (len > 20 && strncasecmp(p, "RateLimit-Remaining:", 20) == 0) {
+		long long v = http_header_num(p + 20, len - 20);
+
+		x->r->ratelimit_remaining = v > LONG_MAX ? LONG_MAX : (long)v;
+	} else if (len > 16 && strncasecmp(p, "RateLimit-Reset:", 16) == 0) {
+		x->r->ratelimit_reset = http_header_num(p + 16, len - 16);
 	} else if (len > 12 && strncasecmp(p, "Retry-After:", 12) == 0) {
 		p += 12;
 		len -= 12;
@@ -296,6 +332,8 @@ http_request(struct http_client *c, const char *method, const char *path, const 
 	buf_init(&url, 64 * 1024);
 	r->status = 0;
 	r->retry_after_s = -1;
+	r->ratelimit_remaining = -1;
+	r->ratelimit_reset = -1;
 	buf_reset(&r->body);
 	if ((ret = http_setup(c, path, &hdrs, &url, err, errlen)) != 0)
 		goto fail;

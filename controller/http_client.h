@@ -38,6 +38,9 @@ struct http_response {
 	long status;	    /* HTTP status; 0 until a response arrived */
 	struct buf body;    /* the body (of an SSE request: only when the status is not 200) */
 	long retry_after_s; /* the Retry-After header in seconds, -1 when absent */
+	/* The cloud providers' rate-limit headers (DigitalOcean, Hetzner), -1 when absent. */
+	long ratelimit_remaining; /* RateLimit-Remaining */
+	long long ratelimit_reset; /* RateLimit-Reset: epoch seconds */
 };
 
 void http_response_init(struct http_response *r);

@@ -386,6 +386,9 @@ stoked_main(int argc, char **argv)
 	snprintf(host, sizeof(host), "%s", cfg.api_listen);
 	if (strrchr(host, ':'))
 		*strrchr(host, ':') = '\0';
+	/* A wildcard address is reached on loopback from this machine. */
+	if (host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
 	snprintf(url, sizeof(url), "http://%s:%u", host, api_port(api));
 	if (stoked_first_token(url, err, sizeof(err)) != 0) {
 		log_error("%s", err);

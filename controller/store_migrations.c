@@ -141,5 +141,12 @@ static const char store_m2[] =
     "CREATE INDEX output_owner ON output_lines(owner_kind, owner_id, seq);"
     "CREATE INDEX jobs_resource ON jobs(resource_kind, resource_id);";
 
-const char *const store_migrations[] = {store_m1, store_m2};
+static const char store_m3[] =
+    /* commands belong to what they were run for (a deployment's script, a site's
+     * checkout), whose log is their output */
+    "ALTER TABLE commands ADD COLUMN owner_kind TEXT;"
+    "ALTER TABLE commands ADD COLUMN owner_id INTEGER;"
+    "CREATE INDEX commands_owner ON commands(owner_kind, owner_id, id);";
+
+const char *const store_migrations[] = {store_m1, store_m2, store_m3};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);
