@@ -421,6 +421,11 @@ hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
 	uint8_t *buf;
 	size_t n;
 
+	/* A poll parked before its agent was revoked gets nothing more. */
+	if (store_int(h->s, 1, "SELECT agent_revoked FROM servers WHERE id = ?", "i", server_id)) {
+		hub_reply_refused(c, "agent revoked");
+		return 1;
+	}
 	st = store_query(h->s,
 			 "SELECT id, kind, payload FROM commands WHERE server_id = ? AND state ="
 			 " 'queued' ORDER BY id LIMIT 1",

@@ -33,20 +33,19 @@ enum webhook_auth {
 typedef int (*webhook_push_fn)(json_t *root, struct webhook_event *ev, char *err, size_t errlen);
 
 static int webhook_push_refs(json_t *root, struct webhook_event *ev, char *err, size_t errlen);
-static int webhook_push_bitbucket(json_t *root, struct webhook_event *ev, char *err,
-				  size_t errlen);
+static int webhook_push_bitbucket(json_t *root, struct webhook_event *ev, char *err, size_t errlen);
 
 /* One row per provider: how to recognise, authenticate and read its deliveries. Header lists
  * are in order of preference and NULL-terminated. */
 struct webhook_row {
 	const char *name;
-	const char *detect_hdr[WEBHOOK_MAX_HEADERS]; /* any of these present… */
+	const char *detect_hdr[WEBHOOK_MAX_HEADERS];  /* any of these present… */
 	const char *detect_also[WEBHOOK_MAX_HEADERS]; /* …and, if listed, any of these */
 	const char *event_hdr[WEBHOOK_MAX_HEADERS];
 	const char *delivery_hdr[WEBHOOK_MAX_HEADERS];
 	const char *sig_hdr[WEBHOOK_MAX_HEADERS];
 	enum webhook_auth auth;
-	int sign_form_payload; /* the HMAC covers the decoded payload= of a form body (Gitea) */
+	int sign_form_payload;	/* the HMAC covers the decoded payload= of a form body (Gitea) */
 	const char *ping_event; /* NULL when the provider sends none */
 	const char *push_event[WEBHOOK_MAX_HEADERS];
 	webhook_push_fn push;
@@ -70,7 +69,7 @@ static const struct webhook_row webhook_rows[WEBHOOK__PROVIDER_COUNT] = {
 	    .name = "gitlab",
 	    .detect_hdr = {"X-Gitlab-Event"},
 	    .event_hdr = {"X-Gitlab-Event"},
-	    /* Idempotency-Key stays the same across retries (GitLab 17.4+). */
+	    /* Idempotency-Key stays the same when GitLab retries; older GitLab lacks it. */
 	    .delivery_hdr = {"Idempotency-Key", "X-Gitlab-Event-UUID"},
 	    .sig_hdr = {"X-Gitlab-Token"},
 	    .auth = WEBHOOK_AUTH_TOKEN,
@@ -140,8 +139,9 @@ webhook_provider_parse(const char *name, enum webhook_provider *p, char *err, si
 			return 0;
 		}
 	}
-	return err_set(err, errlen, ERR_INVAL,
-		       "unknown git provider (expected github, gitlab, gitea, forgejo or bitbucket)");
+	return err_set(
+	    err, errlen, ERR_INVAL,
+	    "unknown git provider (expected github, gitlab, gitea, forgejo or bitbucket)");
 }
 
 /* First header of names the request has (with a non-empty value); its name in *found. */
@@ -293,8 +293,8 @@ webhook_form_payload(const char *body, size_t len, char **out, size_t *outlen, c
 }
 
 int
-webhook_verify(enum webhook_provider p, webhook_header_cb header, void *arg,
-	       const char *secret, const void *body, size_t len, char *err, size_t errlen)
+webhook_verify(enum webhook_provider p, webhook_header_cb header, void *arg, const char *secret,
+	       const void *body, size_t len, char *err, size_t errlen)
 {
 	const struct webhook_row *row = webhook_row(p);
 	const char *name = NULL, *value, *hex;
@@ -309,15 +309,16 @@ webhook_verify(enum webhook_provider p, webhook_header_cb header, void *arg,
 	if (secret == NULL || secret[0] == '\0')
 		return err_set(err, errlen, ERR_INVAL, "the hook has no secret to verify with");
 	if (len > WEBHOOK_MAX_BODY)
-		return err_set(err, errlen, ERR_TOOBIG, "body of %zu bytes is over the %d-byte limit",
-			       len, WEBHOOK_MAX_BODY);
+		return err_set(err, errlen, ERR_TOOBIG,
+			       "body of %zu bytes is over the %d-byte limit", len,
+			       WEBHOOK_MAX_BODY);
 	if (body == NULL && len > 0)
 		return err_set(err, errlen, ERR_INVAL, "no body");
 	if ((value = webhook_header_first(row->sig_hdr, header, arg, &name)) == NULL) {
 		if (p == WEBHOOK_GITHUB && header("X-Hub-Signature", arg) != NULL)
 			return err_set(err, errlen, ERR_AUTH,
-				       "%s header missing (SHA-1 X-Hub-Signature is not accepted; "
-				       "set a secret so GitHub sends SHA-256)",
+				       "%s header missing (a SHA-1 X-Hub-Signature alone is not "
+				       "accepted)",
 				       row->sig_hdr[0]);
 		return err_set(err, errlen, ERR_AUTH, "%s header missing", row->sig_hdr[0]);
 	}
@@ -397,7 +398,7 @@ webhook_check_event_name(const char *hdr, const char *s, char *err, size_t errle
 	size_t len = strlen(s);
 
 	for (size_t i = 0; i < len; i++) {
-		if (s[i] < 0x20 || s[i] > 0x7e)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
 			return err_set(err, errlen, ERR_INVAL, "%s: not printable ASCII", hdr);
 	}
 	if (len > WEBHOOK_MAX_EVENT_NAME)
@@ -435,12 +436,16 @@ webhook_get_str(json_t *o, const char *where, const char *key, int required, con
 
 	*out = NULL;
 	if (v == NULL || json_is_null(v)) {
-		if (required)
-			return err_set(err, errlen, ERR_INVAL, "%s%s missing", where, key);
+		if (required) {
+			err_set(err, errlen, ERR_INVAL, "%s%s missing", where, key);
+			return ERR_INVAL;
+		}
 		return 0;
 	}
-	if (!json_is_string(v))
-		return err_set(err, errlen, ERR_INVAL, "%s%s is not a string", where, key);
+	if (!json_is_string(v)) {
+		err_set(err, errlen, ERR_INVAL, "%s%s is not a string", where, key);
+		return ERR_INVAL;
+	}
 	*out = json_string_value(v);
 	return 0;
 }
@@ -454,12 +459,16 @@ webhook_get_obj(json_t *o, const char *where, const char *key, int required, jso
 
 	*out = NULL;
 	if (v == NULL || json_is_null(v)) {
-		if (required)
-			return err_set(err, errlen, ERR_INVAL, "%s%s missing", where, key);
+		if (required) {
+			err_set(err, errlen, ERR_INVAL, "%s%s missing", where, key);
+			return ERR_INVAL;
+		}
 		return 0;
 	}
-	if (!json_is_object(v))
-		return err_set(err, errlen, ERR_INVAL, "%s%s is not an object", where, key);
+	if (!json_is_object(v)) {
+		err_set(err, errlen, ERR_INVAL, "%s%s is not an object", where, key);
+		return ERR_INVAL;
+	}
 	*out = v;
 	return 0;
 }
@@ -662,10 +671,14 @@ webhook_push_refs(json_t *root, struct webhook_event *ev, char *err, size_t errl
  * Bitbucket Cloud repo:push: push.changes[0].{new,old}.{type,name,target}. One delivery can
  * carry several changes (one per ref pushed); only the first is read.
  */
+#define WEBHOOK_BB_NEW "push.changes[0].new."
+#define WEBHOOK_BB_TARGET "push.changes[0].new.target."
+#define WEBHOOK_BB_AUTHOR "push.changes[0].new.target.author."
+
 static int
 webhook_push_bitbucket(json_t *root, struct webhook_event *ev, char *err, size_t errlen)
 {
-	const char *type, *name, *hash, *msg = NULL, *raw = NULL, *display = NULL;
+	const char *type, *name, *hash, *msg = NULL, *raw = NULL, *display = NULL, *where;
 	json_t *push, *changes, *change, *nw, *old, *side, *target, *author = NULL, *user = NULL;
 	char ref[256], q[80];
 	int rc;
@@ -681,52 +694,53 @@ webhook_push_bitbucket(json_t *root, struct webhook_event *ev, char *err, size_t
 	if ((rc = webhook_get_obj(change, "push.changes[0].", "new", 0, &nw, err, errlen)) != 0 ||
 	    (rc = webhook_get_obj(change, "push.changes[0].", "old", 0, &old, err, errlen)) != 0)
 		return rc;
-	if ((side = nw != NULL ? nw : old) == NULL)
+	/* A deleted ref has new: null; its name is in old. */
+	side = nw != NULL ? nw : old;
+	where = nw != NULL ? WEBHOOK_BB_NEW : "push.changes[0].old.";
+	if (side == NULL)
 		return err_set(err, errlen, ERR_INVAL, "push.changes[0] has neither new nor old");
-	if ((rc = webhook_get_str(side, "push.changes[0].new|old.", "type", 1, &type, err,
-				  errlen)) != 0 ||
-	    (rc = webhook_get_str(side, "push.changes[0].new|old.", "name", 1, &name, err,
-				  errlen)) != 0)
+	if ((rc = webhook_get_str(side, where, "type", 1, &type, err, errlen)) != 0 ||
+	    (rc = webhook_get_str(side, where, "name", 1, &name, err, errlen)) != 0)
 		return rc;
+	if (strlen(name) > 200)
+		return err_set(err, errlen, ERR_INVAL, "%sname is too long", where);
 	if (strcmp(type, "branch") == 0 || strcmp(type, "named_branch") == 0)
 		snprintf(ref, sizeof(ref), "refs/heads/%s", name);
 	else if (strcmp(type, "tag") == 0 || strcmp(type, "annotated_tag") == 0)
 		snprintf(ref, sizeof(ref), "refs/tags/%s", name);
 	else
-		return err_set(err, errlen, ERR_INVAL, "push.changes[0]: unknown ref type \"%s\"",
+		return err_set(err, errlen, ERR_INVAL,
+			       "%stype \"%s\" is neither a branch nor a tag", where,
 			       webhook_quote(type, q, sizeof(q)));
-	if (strlen(name) > 200)
-		return err_set(err, errlen, ERR_INVAL, "push.changes[0]: ref name too long");
 	if ((rc = webhook_set_ref(ev, ref, err, errlen)) != 0)
 		return rc;
-	if (nw == NULL || json_is_true(json_object_get(change, "closed"))) {
+	if (nw == NULL) {
 		ev->deleted = 1;
 		return 0;
 	}
 
-	if ((rc = webhook_get_obj(nw, "push.changes[0].new.", "target", 1, &target, err,
-				  errlen)) != 0 ||
-	    (rc = webhook_get_str(target, "push.changes[0].new.target.", "hash", 1, &hash, err,
-				  errlen)) != 0)
+	if ((rc = webhook_get_obj(nw, WEBHOOK_BB_NEW, "target", 1, &target, err, errlen)) != 0 ||
+	    (rc = webhook_get_str(target, WEBHOOK_BB_TARGET, "hash", 1, &hash, err, errlen)) != 0)
 		return rc;
-	if ((rc = webhook_check_sha("push.changes[0].new.target.hash", hash, err, errlen)) != 0)
+	if ((rc = webhook_check_sha(WEBHOOK_BB_TARGET "hash", hash, err, errlen)) != 0)
 		return rc;
 	if (webhook_sha_is_zero(hash))
 		return err_set(err, errlen, ERR_INVAL, "pushed commit is all zeros");
 	if ((rc = webhook_dup(hash, strlen(hash), &ev->commit, err, errlen)) != 0)
 		return rc;
-	if ((rc = webhook_get_str(target, "commit.", "message", 0, &msg, err, errlen)) != 0 ||
-	    (rc = webhook_get_obj(target, "commit.", "author", 0, &author, err, errlen)) != 0)
+	if ((rc = webhook_get_str(target, WEBHOOK_BB_TARGET, "message", 0, &msg, err, errlen)) !=
+		0 ||
+	    (rc = webhook_get_obj(target, WEBHOOK_BB_TARGET, "author", 0, &author, err, errlen)) !=
+		0)
 		return rc;
 	if (author != NULL) {
 		/* The API's commit author is {raw: "Name <email>", user: {display_name…}};
 		 * Atlassian's sample payload puts the user's fields in author itself. */
-		if ((rc = webhook_get_str(author, "commit.author.", "raw", 0, &raw, err, errlen)) !=
-			0 ||
-		    (rc = webhook_get_obj(author, "commit.author.", "user", 0, &user, err,
-					  errlen)) != 0)
-			return rc;
-		if ((rc = webhook_get_str(user != NULL ? user : author, "commit.author.",
+		if ((rc = webhook_get_str(author, WEBHOOK_BB_AUTHOR, "raw", 0, &raw, err,
+					  errlen)) != 0 ||
+		    (rc = webhook_get_obj(author, WEBHOOK_BB_AUTHOR, "user", 0, &user, err,
+					  errlen)) != 0 ||
+		    (rc = webhook_get_str(user != NULL ? user : author, WEBHOOK_BB_AUTHOR,
 					  "display_name", 0, &display, err, errlen)) != 0)
 			return rc;
 	}
@@ -769,8 +783,9 @@ webhook_parse(enum webhook_provider p, webhook_header_cb header, void *arg, cons
 	if (row == NULL || header == NULL)
 		return err_set(err, errlen, ERR_INVAL, "unknown webhook provider");
 	if (len > WEBHOOK_MAX_BODY)
-		return err_set(err, errlen, ERR_TOOBIG, "body of %zu bytes is over the %d-byte limit",
-			       len, WEBHOOK_MAX_BODY);
+		return err_set(err, errlen, ERR_TOOBIG,
+			       "body of %zu bytes is over the %d-byte limit", len,
+			       WEBHOOK_MAX_BODY);
 	if (body == NULL && len > 0)
 		return err_set(err, errlen, ERR_INVAL, "no body");
 
@@ -782,8 +797,8 @@ webhook_parse(enum webhook_provider p, webhook_header_cb header, void *arg, cons
 		goto fail;
 	if ((delivery = webhook_header_first(row->delivery_hdr, header, arg, &hdr)) != NULL) {
 		if ((rc = webhook_check_delivery_id(hdr, delivery, err, errlen)) != 0 ||
-		    (rc = webhook_dup(delivery, strlen(delivery), &ev->delivery_id, err,
-				      errlen)) != 0)
+		    (rc = webhook_dup(delivery, strlen(delivery), &ev->delivery_id, err, errlen)) !=
+			0)
 			goto fail;
 	}
 	ev->kind = webhook_kind_of(row, event);

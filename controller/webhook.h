@@ -75,8 +75,8 @@ int webhook_detect(webhook_header_cb header, void *arg, enum webhook_provider *p
  * header, never the secret nor the expected value); ERR_TOOBIG when len > WEBHOOK_MAX_BODY;
  * ERR_INVAL for an empty or NULL secret (a hook without a secret cannot be verified).
  */
-int webhook_verify(enum webhook_provider p, webhook_header_cb header, void *arg,
-		   const char *secret, const void *body, size_t len, char *err, size_t errlen);
+int webhook_verify(enum webhook_provider p, webhook_header_cb header, void *arg, const char *secret,
+		   const void *body, size_t len, char *err, size_t errlen);
 
 enum webhook_kind {
 	WEBHOOK_PING,  /* GitHub "ping" (sent when a hook is created); the others send none */
@@ -92,13 +92,13 @@ struct webhook_event {
 			      X-Forgejo-Delivery / X-Gitea-Delivery, X-Request-UUID; stays the
 			      same when the provider retries; NULL when absent */
 	/* The rest is set for WEBHOOK_PUSH only (NULL / 0 otherwise). */
-	char *ref;	   /* "refs/heads/main", "refs/tags/v1.0" */
-	char *branch;	   /* "main" when ref is a branch, else NULL; passed names_branch */
-	int is_tag;	   /* ref is a tag */
-	int deleted;	   /* the ref was deleted: commit, message and author are NULL */
-	char *commit;	   /* the pushed commit: 40 (or 64, SHA-256 repos) lower-case hex */
-	char *message;	   /* of that commit, trailing newlines removed; NULL when not sent */
-	char *author;	   /* of that commit, "Name <email>" (or "Name"); NULL when not sent */
+	char *ref;     /* "refs/heads/main", "refs/tags/v1.0" */
+	char *branch;  /* "main" when ref is a branch, else NULL; passed names_branch */
+	int is_tag;    /* ref is a tag */
+	int deleted;   /* the ref was deleted: commit, message and author are NULL */
+	char *commit;  /* the pushed commit: 40 (or 64, SHA-256 repos) lower-case hex */
+	char *message; /* of that commit, trailing newlines removed; NULL when not sent */
+	char *author;  /* of that commit, "Name <email>" (or "Name"); NULL when not sent */
 };
 
 /*
@@ -114,7 +114,8 @@ struct webhook_event {
  *                  target.author.raw (else its user's display_name)}; new == null is a deletion
  *                  (name and type then come from old)
  * Pings and other events are not parsed beyond the headers.
- * Control characters in message (except newline and tab) and author are replaced by '?'.
+ * Control characters in message (except newline and tab; carriage returns are dropped) and in
+ * author are replaced by '?'.
  * Returns 0 with *ev filled in; ERR_TOOBIG (body > WEBHOOK_MAX_BODY); ERR_INVAL with the reason
  * (bad JSON, a missing or mistyped field, a ref that is neither a branch nor a tag, a branch
  * failing names_branch, a commit that is not hex); ERR_NOMEM. On error *ev is left empty

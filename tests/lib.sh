@@ -16,7 +16,7 @@ t_cleanup() {
 	for p in "${T_PIDS[@]:-}"; do
 		[ -n "$p" ] && wait "$p" 2>/dev/null || true
 	done
-	rm -rf "$T_TMP"
+	if [ -n "${T_KEEP:-}" ]; then echo "kept $T_TMP" >&2; else rm -rf "$T_TMP"; fi
 }
 trap t_cleanup EXIT
 
