@@ -46,7 +46,7 @@ int jobs_register(const struct job_type *type);
 const struct job_type *jobs_type(const char *name);
 
 struct jobs_enqueue_opts {
-	const char *queue;     /* NULL = "default" */
+	const char *queue;     /* NULL = "default"; "serial:<name>" runs one job at a time, in order */
 	int max_attempts;      /* 0 = type default */
 	long timeout_ms;       /* 0 = type default */
 	int64_t run_after_ms;  /* absolute epoch ms; 0 = now */

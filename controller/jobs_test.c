@@ -384,6 +384,28 @@ test_once_not_rerun(void **state)
 	free(err);
 }
 
+/* Jobs of one serial queue never overlap and run in the order they were queued. */
+static void
+test_serial_queue(void **state)
+{
+	struct jobs_enqueue_opts o = {.queue = "serial:site:1"};
+	int64_t a, b;
+
+	(void)state;
+	jt_sleep_step = 0;
+	jt_sleep_ms = 300;
+	a = jt_enqueue("t.three", &o);
+	b = jt_enqueue("t.three", &o);
+	assert_true(jt_wait(a, "done"));
+	assert_true(jt_wait(b, "done"));
+	/* two workers, yet the second job started only after the first finished */
+	assert_string_equal(jt_log, "r0 r1 r2 r0 r1 r2 ");
+	assert_true(store_int(store_thread(), 0,
+			      "SELECT (SELECT started_at FROM jobs WHERE id = ?) >="
+			      " (SELECT finished_at FROM jobs WHERE id = ?)",
+			      "ii", b, a));
+}
+
 static void
 test_enqueue_rejects(void **state)
 {
@@ -411,6 +433,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_queued, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_expired_lease, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_once_not_rerun, jt_setup, jt_teardown),
+	    cmocka_unit_test_setup_teardown(test_serial_queue, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_enqueue_rejects, jt_setup, jt_teardown),
 	};
 

@@ -148,5 +148,15 @@ static const char store_m3[] =
     "ALTER TABLE commands ADD COLUMN owner_id INTEGER;"
     "CREATE INDEX commands_owner ON commands(owner_kind, owner_id, id);";
 
-const char *const store_migrations[] = {store_m1, store_m2, store_m3};
+static const char store_m4[] =
+    /* where sites live on a server and who runs deploys; a site's served release and
+     * the job of each deployment */
+    "ALTER TABLE servers ADD COLUMN sites_root TEXT NOT NULL DEFAULT '/var/www';"
+    "ALTER TABLE servers ADD COLUMN deploy_user TEXT NOT NULL DEFAULT 'deploy';"
+    "ALTER TABLE sites ADD COLUMN path TEXT;"
+    "ALTER TABLE sites ADD COLUMN current_release INTEGER;"
+    "ALTER TABLE deployments ADD COLUMN job_id INTEGER;"
+    "ALTER TABLE deployments ADD COLUMN release TEXT;";
+
+const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);
