@@ -218,6 +218,8 @@ const struct config_opt agent_config_opts[] = {
      "nginx -c FILE (empty: nginx's default)"},
     {"nginx_pid", CONFIG_STRING, OPT(nginx_pid), "", 0, 0, agent_config_strict_path_or_empty,
      "pid file given to nginx with -g \"pid FILE;\" (empty: as nginx.conf says)"},
+    {"nginx_listen_port", CONFIG_INT, OPT(nginx_listen_port), "80", 1, 65535, NULL,
+     "port a site listens on when its command gives none"},
     {"nginx_sites_available", CONFIG_STRING, OPT(nginx_sites_available),
      "/etc/nginx/sites-available", 0, 0, agent_config_path, "folder of site server blocks"},
     {"nginx_sites_enabled", CONFIG_STRING, OPT(nginx_sites_enabled), "/etc/nginx/sites-enabled", 0,

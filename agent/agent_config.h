@@ -31,6 +31,7 @@ struct agent_config {
 	char *nginx_pid;      /* pid file given to nginx with -g (empty = default) */
 	char *nginx_sites_available;
 	char *nginx_sites_enabled;
+	long nginx_listen_port; /* port of sites whose command gives none (80) */
 	char *authorized_keys_file; /* "%h/.ssh/authorized_keys"; %h home, %u user */
 	char *git_bin;
 	char *services;       /* ':'-separated allow-list for the service command */

@@ -249,9 +249,10 @@ cmd_nginx_site(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 		goto out;
 	}
 	if (!ns->remove &&
-	    render_nginx_site(ns->name, (const char *const *)ns->server_names, ns->n_server_names,
-			      ns->root, ns->listen_port, cmd_nginx_site_have_ipv6(), &text, why,
-			      sizeof(why)) != 0) {
+	    render_nginx_site(
+		ns->name, (const char *const *)ns->server_names, ns->n_server_names, ns->root,
+		ns->listen_port ? ns->listen_port : (uint32_t)ctx->cfg->nginx_listen_port,
+		cmd_nginx_site_have_ipv6(), &text, why, sizeof(why)) != 0) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL, "nginx_site %s: %s", ns->name,
 			why);
 		goto out;

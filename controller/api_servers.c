@@ -18,7 +18,7 @@
 	"SELECT id, name, provider, region, size, image, provider_id, ipv4, ssh_port,"             \
 	" ssh_user, host_key_sha256, state, progress, message, checklist, error,"                  \
 	" failed_step, failed_at, agent_status, agent_version, last_seen, facts,"                  \
-	" created_at, updated_at FROM servers"
+	" created_at, updated_at, sites_root, deploy_user FROM servers"
 
 static const char *const api_servers_providers[] = {"digitalocean", "hetzner", "custom", NULL};
 
@@ -250,8 +250,30 @@ api_servers_create(struct api_req *r)
 			"was created");
 }
 
+/* Where a server's sites live: an absolute path of plain characters, no "." or "..". */
+static int
+api_servers_check_root(const char *field, const json_t *v, char *err, size_t errlen)
+{
+	const char *p = json_string_value(v), *c;
+
+	if (p[0] != '/' || strlen(p) < 2 || strlen(p) > 200 || p[strlen(p) - 1] == '/')
+		return err_set(
+		    err, errlen, ERR_INVAL,
+		    "%s: must be an absolute folder path (no trailing /), at most 200 long", field);
+	for (c = p; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || strchr("/._-", *c)))
+			return err_set(err, errlen, ERR_INVAL,
+				       "%s: may only contain letters, digits and / . _ -", field);
+	if (strstr(p, "/.") || strstr(p, "//"))
+		return err_set(err, errlen, ERR_INVAL, "%s: no . or .. parts, no //", field);
+	return 0;
+}
+
 static const struct api_field api_servers_patch_fields[] = {
-    {"tags", API_JSON_ARRAY, 1, api_check_tags},
+    {"tags", API_JSON_ARRAY, 0, api_check_tags},
+    {"sites_root", API_JSON_STRING, 0, api_servers_check_root},
+    {"deploy_user", API_JSON_STRING, 0, api_check_user},
     {NULL, 0, 0, NULL},
 };
 
@@ -269,8 +291,13 @@ api_servers_patch(struct api_req *r)
 	    api_lookup(r, "server", "servers", "name", api_req_param(r, 0), &id) != 0 ||
 	    api_json_fields(r, body, api_servers_patch_fields) != 0)
 		return;
+	if (json_object_size(body) == 0) {
+		api_reply_error(r, 400, "missing_field",
+				"give at least one of tags, sites_root, deploy_user");
+		return;
+	}
 	tags = json_object_get(body, "tags");
-	data = json_pack("{s:O}", "tags", tags);
+	data = json_deep_copy(body);
 	if (data == NULL || (data_text = json_dumps(data, JSON_COMPACT)) == NULL) {
 		json_decref(data);
 		api_reply_error(r, 500, "internal", "out of memory");
@@ -279,7 +306,15 @@ api_servers_patch(struct api_req *r)
 	json_decref(data);
 	if (store_begin(s) != 0)
 		goto fail;
-	if (store_exec(s, "DELETE FROM server_tags WHERE server_id = ?", "i", id) != 0)
+	if (tags && store_exec(s, "DELETE FROM server_tags WHERE server_id = ?", "i", id) != 0)
+		goto fail;
+	if (json_object_get(body, "sites_root") &&
+	    store_exec(s, "UPDATE servers SET sites_root = ? WHERE id = ?", "si",
+		       json_string_value(json_object_get(body, "sites_root")), id) != 0)
+		goto fail;
+	if (json_object_get(body, "deploy_user") &&
+	    store_exec(s, "UPDATE servers SET deploy_user = ? WHERE id = ?", "si",
+		       json_string_value(json_object_get(body, "deploy_user")), id) != 0)
 		goto fail;
 	for (i = 0; i < json_array_size(tags); i++)
 		if (store_exec(s, "INSERT INTO server_tags (server_id, tag) VALUES (?, ?)", "is",
@@ -294,7 +329,7 @@ api_servers_patch(struct api_req *r)
 		goto fail;
 	events_notify();
 	free(data_text);
-	log_info("server %lld: tags set by %s", (long long)id, api_req_actor(r));
+	log_info("server %lld: updated by %s", (long long)id, api_req_actor(r));
 	api_servers_reply_one(r, s, id);
 	return;
 fail:

@@ -5,9 +5,19 @@
  */
 #include "api_json.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "crypto.h"
 #include "err.h"
+#include "events.h"
+#include "jobs.h"
+#include "log.h"
+#include "secrets.h"
+#include "sites.h"
+#include "sm.h"
+#include "ssh.h"
 #include "store.h"
 
 #define API_SITES_COLS                                                                             \
@@ -19,6 +29,19 @@
 #define API_SITES_SCRIPT_MAX (64 * 1024)
 #define API_SITES_ENV_MAX 100
 #define API_SITES_ENV_VALUE_MAX (32 * 1024)
+
+/* One site rendered, or NULL. */
+static json_t *
+api_sites_one(struct store *s, int64_t id)
+{
+	struct store_stmt *st = store_query(s, API_SITES_COLS " WHERE id = ?", "i", id);
+	json_t *o = NULL;
+
+	if (st != NULL && store_step(st) == STORE_ROW)
+		o = api_json_row(st);
+	store_finalize(st);
+	return o;
+}
 
 void
 api_sites_list(struct api_req *r)
@@ -216,6 +239,24 @@ api_sites_name_taken(struct store *s, const char *name)
 			      "s", name);
 }
 
+static const char *
+api_sites_str(json_t *body, const char *key, const char *def)
+{
+	json_t *v = json_object_get(body, key);
+
+	return v ? json_string_value(v) : def;
+}
+
+static int64_t
+api_sites_int(json_t *body, const char *key, int64_t def)
+{
+	json_t *v = json_object_get(body, key);
+
+	return v ? (int64_t)json_integer_value(v) : def;
+}
+
+static void api_sites_insert(struct api_req *r, struct store *s, json_t *body);
+
 void
 api_sites_create(struct api_req *r)
 {
@@ -283,6 +324,322 @@ api_sites_create(struct api_req *r)
 			return;
 		}
 	}
-	api_reply_error(r, 501, "not_implemented",
-			"sites are not built yet; the request was valid and nothing was created");
+	api_sites_insert(r, s, body);
+}
+
+/* Writes the site row with its secrets and queues site.create; replies 202 with the site,
+ * the deploy key's public half, the webhook secret and the CI deploy URL token (shown once
+ * here; the token is stored hashed). */
+static void
+api_sites_insert(struct api_req *r, struct store *s, json_t *body)
+{
+	json_t *server = json_object_get(body, "server"), *v, *o;
+	char *priv = NULL, *pub = NULL, *key_sealed = NULL, *secret = NULL, *secret_sealed = NULL;
+	char *token = NULL, *env_text = NULL, *env_sealed = NULL, *aliases = NULL, *root = NULL;
+	char err[1024], path[512], hash[65], ref[32];
+	const char *domain = json_string_value(json_object_get(body, "domain"));
+	int64_t server_id, id, job, now = store_now_ms();
+
+	if (json_is_integer(server))
+		snprintf(ref, sizeof(ref), "%lld", (long long)json_integer_value(server));
+	if (api_lookup(r, "server", "servers", "name",
+		       json_is_integer(server) ? ref : json_string_value(server), &server_id) != 0)
+		return;
+	root = store_text(s, "SELECT sites_root FROM servers WHERE id = ?", "i", server_id);
+	snprintf(path, sizeof(path), "%s/%s", root ? root : "/var/www", domain);
+	if (ssh_keygen_ed25519(domain, &priv, &pub, err, sizeof(err)) != 0 ||
+	    secrets_seal(priv, "site:deploy_key", &key_sealed, err, sizeof(err)) != 0 ||
+	    (secret = crypto_token("", 24)) == NULL ||
+	    secrets_seal(secret, "site:webhook", &secret_sealed, err, sizeof(err)) != 0 ||
+	    (token = crypto_token("dpl_", 24)) == NULL) {
+		api_reply_error(r, 500, "internal", "making the site's secrets: %s", err);
+		goto out;
+	}
+	crypto_sha256_hex(token, hash);
+	if ((v = json_object_get(body, "env")) != NULL &&
+	    ((env_text = json_dumps(v, JSON_COMPACT)) == NULL ||
+	     secrets_seal(env_text, "site:env", &env_sealed, err, sizeof(err)) != 0)) {
+		api_reply_error(r, 500, "internal", "sealing the environment: %s", err);
+		goto out;
+	}
+	aliases = json_dumps(json_object_get(body, "aliases") ? json_object_get(body, "aliases")
+							      : json_array(),
+			     JSON_COMPACT);
+	if (store_begin(s) != 0)
+		goto dbfail;
+	if (store_exec(
+		s,
+		"INSERT INTO sites (server_id, domain, aliases, web_dir, repo_url, branch,"
+		" deploy_script, env_sealed, zero_downtime, keep_releases, deploy_timeout_ms,"
+		" deploy_key_public, deploy_key_sealed, webhook_secret_sealed,"
+		" deploy_token_hash, path, created_at, updated_at)"
+		" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		"isssssssddisssssii", server_id, domain, aliases,
+		api_sites_str(body, "web_dir", "public"), api_sites_str(body, "repo_url", NULL),
+		api_sites_str(body, "branch", "main"),
+		api_sites_str(body, "deploy_script", sites_default_script), env_sealed,
+		json_is_true(json_object_get(body, "zero_downtime")),
+		(int)api_sites_int(body, "keep_releases", 5),
+		api_sites_int(body, "deploy_timeout_ms", 600000), pub, key_sealed, secret_sealed,
+		hash, path, now, now) != 0) {
+		if (store_err_is_unique(s)) {
+			store_rollback(s);
+			api_reply_error(r, 409, "conflict", "domain: %s is taken by another site",
+					domain);
+			goto out;
+		}
+		goto dbfail;
+	}
+	id = store_last_id(s);
+	sm_check(s, &sm_site, id, "nginx site", 0, 1, NULL);
+	sm_check(s, &sm_site, id, "folders", 0, 1, NULL);
+	if (sm_transition(s, &sm_site, id, "creating", api_req_actor(r), err, sizeof(err)) != 0 ||
+	    sites_job(s, id, "site.create", "{}", api_req_actor(r), &job, err, sizeof(err)) != 0 ||
+	    events_emit(s, api_req_actor(r), "site.created", "site", id, NULL) != 0) {
+		store_rollback(s);
+		api_reply_error(r, 500, "internal", "creating the site: %s", err);
+		goto out;
+	}
+	if (store_commit(s) != 0)
+		goto dbfail;
+	log_info("site %lld (%s): created by %s, job %lld", (long long)id, domain, api_req_actor(r),
+		 (long long)job);
+	o = api_sites_one(s, id);
+	api_reply_json(r, 202,
+		       json_pack("{s:o?, s:I, s:s, s:s, s:s}", "site", o, "job_id", (json_int_t)job,
+				 "deploy_key_public", pub, "webhook_secret", secret, "deploy_token",
+				 token));
+	goto out;
+dbfail:
+	api_reply_db(r, s, "creating the site");
+	store_rollback(s);
+out:
+	if (priv)
+		explicit_bzero(priv, strlen(priv));
+	if (env_text)
+		explicit_bzero(env_text, strlen(env_text));
+	free(priv);
+	free(pub);
+	free(key_sealed);
+	free(secret);
+	free(secret_sealed);
+	free(token);
+	free(env_text);
+	free(env_sealed);
+	free(aliases);
+	free(root);
+}
+
+/* Site lookup by id or domain; replies 404 itself. */
+static int
+api_sites_ref(struct api_req *r, int64_t *id)
+{
+	return api_lookup(r, "site", "sites", "domain", api_req_param(r, 0), id);
+}
+
+static void
+api_sites_reply_job(struct api_req *r, struct store *s, int64_t id, int64_t job)
+{
+	api_reply_json(
+	    r, 202,
+	    json_pack("{s:o?, s:I}", "site", api_sites_one(s, id), "job_id", (json_int_t)job));
+}
+
+/* Moves the site to `to` (if not NULL) and queues a job, in one transaction. */
+static void
+api_sites_queue(struct api_req *r, int64_t id, const char *to, const char *type,
+		const char *payload)
+{
+	struct store *s = api_req_store(r);
+	char err[1024];
+	int64_t job;
+	int rc;
+
+	if (store_begin(s) != 0) {
+		api_reply_db(r, s, "queuing the site job");
+		return;
+	}
+	if (to &&
+	    (rc = sm_transition(s, &sm_site, id, to, api_req_actor(r), err, sizeof(err))) != 0) {
+		store_rollback(s);
+		api_reply_err(r, rc, err);
+		return;
+	}
+	if ((rc = sites_job(s, id, type, payload, api_req_actor(r), &job, err, sizeof(err))) != 0 ||
+	    store_commit(s) != 0) {
+		store_rollback(s);
+		api_reply_err(r, rc ? rc : ERR_DB, rc ? err : store_errmsg(s));
+		return;
+	}
+	api_sites_reply_job(r, s, id, job);
+}
+
+static int
+api_sites_state_is(struct store *s, int64_t id, const char *a, const char *b)
+{
+	char *st = store_text(s, "SELECT state FROM sites WHERE id = ?", "i", id);
+	int ok = st && (strcmp(st, a) == 0 || (b && strcmp(st, b) == 0));
+
+	free(st);
+	return ok;
+}
+
+/* POST /sites/{id}/activate and /deactivate. */
+static void
+api_sites_toggle(struct api_req *r, int enabled)
+{
+	struct store *s = api_req_store(r);
+	int64_t id;
+
+	if (api_sites_ref(r, &id) != 0)
+		return;
+	if (!api_sites_state_is(s, id, enabled ? "inactive" : "active", NULL)) {
+		api_reply_error(r, 409, "conflict", "site %lld is not %s", (long long)id,
+				enabled ? "inactive" : "active");
+		return;
+	}
+	api_sites_queue(r, id, NULL, "site.toggle",
+			enabled ? "{\"enabled\":1}" : "{\"enabled\":0}");
+}
+
+void
+api_sites_activate(struct api_req *r)
+{
+	api_sites_toggle(r, 1);
+}
+
+void
+api_sites_deactivate(struct api_req *r)
+{
+	api_sites_toggle(r, 0);
+}
+
+void
+api_sites_delete(struct api_req *r)
+{
+	int64_t id;
+
+	if (api_sites_ref(r, &id) != 0)
+		return;
+	api_sites_queue(r, id, "deleting", "site.delete", "{}");
+}
+
+void
+api_sites_rollback(struct api_req *r)
+{
+	static const struct api_field fields[] = {{"release", API_JSON_INTEGER, 0, NULL},
+						  {NULL, 0, 0, NULL}};
+	json_t *body = api_req_body(r);
+	char payload[64];
+	int64_t id;
+
+	if (api_sites_ref(r, &id) != 0 || api_json_fields(r, body, fields) != 0)
+		return;
+	if (!api_sites_state_is(api_req_store(r), id, "active", "inactive")) {
+		api_reply_error(r, 409, "conflict", "site %lld is not active", (long long)id);
+		return;
+	}
+	snprintf(payload, sizeof(payload), "{\"release\":%lld}",
+		 (long long)api_sites_int(body, "release", 0));
+	api_sites_queue(r, id, NULL, "site.rollback", payload);
+}
+
+static int
+api_sites_check_commit(const char *field, const json_t *v, char *err, size_t errlen)
+{
+	const char *c = json_string_value(v);
+	size_t n = strlen(c), i;
+
+	for (i = 0; i < n; i++)
+		if (!((c[i] >= '0' && c[i] <= '9') || (c[i] >= 'a' && c[i] <= 'f')))
+			break;
+	if (n < 7 || n > 40 || i != n)
+		return err_set(err, errlen, ERR_INVAL, "%s: must be 7-40 lower-case hex digits",
+			       field);
+	return 0;
+}
+
+/* POST /sites/{id}/deploy {"commit"?}: queues a deployment. */
+void
+api_sites_deploy(struct api_req *r)
+{
+	static const struct api_field fields[] = {
+	    {"commit", API_JSON_STRING, 0, api_sites_check_commit}, {NULL, 0, 0, NULL}};
+	struct sites_deploy_req req = {.trigger = "api"};
+	struct store *s = api_req_store(r);
+	json_t *body = api_req_body(r);
+	char err[1024];
+	int64_t id, dep, job;
+	int rc;
+
+	if (api_sites_ref(r, &id) != 0 || api_json_fields(r, body, fields) != 0)
+		return;
+	if (!api_sites_state_is(s, id, "active", "inactive")) {
+		api_reply_error(r, 409, "conflict", "site %lld is not ready (create it first)",
+				(long long)id);
+		return;
+	}
+	req.actor = api_req_actor(r);
+	req.commit = api_sites_str(body, "commit", NULL);
+	if ((rc = sites_deploy(s, id, &req, &dep, &job, err, sizeof(err))) != 0) {
+		api_reply_err(r, rc, err);
+		return;
+	}
+	api_reply_json(r, 202,
+		       json_pack("{s:I, s:I, s:I}", "deployment_id", (json_int_t)dep, "site_id",
+				 (json_int_t)id, "job_id", (json_int_t)job));
+}
+
+/* PUT /sites/{id}/script {"script"} and PUT /sites/{id}/env {"env": {...}}. */
+void
+api_sites_script(struct api_req *r)
+{
+	static const struct api_field fields[] = {
+	    {"script", API_JSON_STRING, 1, api_sites_check_script}, {NULL, 0, 0, NULL}};
+	struct store *s = api_req_store(r);
+	json_t *body = api_req_body(r);
+	int64_t id;
+
+	if (api_sites_ref(r, &id) != 0 || api_json_fields(r, body, fields) != 0)
+		return;
+	if (store_exec(s, "UPDATE sites SET deploy_script = ?, updated_at = ? WHERE id = ?", "sii",
+		       api_sites_str(body, "script", ""), store_now_ms(), id) != 0) {
+		api_reply_db(r, s, "saving the script");
+		return;
+	}
+	events_emit(s, api_req_actor(r), "site.script_changed", "site", id, NULL);
+	api_reply_json(r, 200, json_pack("{s:o?}", "site", api_sites_one(s, id)));
+}
+
+void
+api_sites_env(struct api_req *r)
+{
+	static const struct api_field fields[] = {{"env", API_JSON_OBJECT, 1, api_sites_check_env},
+						  {NULL, 0, 0, NULL}};
+	struct store *s = api_req_store(r);
+	json_t *body = api_req_body(r);
+	char err[512], *text, *sealed = NULL;
+	int64_t id;
+
+	if (api_sites_ref(r, &id) != 0 || api_json_fields(r, body, fields) != 0)
+		return;
+	text = json_dumps(json_object_get(body, "env"), JSON_COMPACT);
+	if (text == NULL || secrets_seal(text, "site:env", &sealed, err, sizeof(err)) != 0) {
+		api_reply_error(r, 500, "internal", "sealing the environment");
+		goto out;
+	}
+	if (store_exec(s, "UPDATE sites SET env_sealed = ?, updated_at = ? WHERE id = ?", "sii",
+		       sealed, store_now_ms(), id) != 0) {
+		api_reply_db(r, s, "saving the environment");
+		goto out;
+	}
+	events_emit(s, api_req_actor(r), "site.env_changed", "site", id, NULL);
+	api_reply_json(r, 200,
+		       json_pack("{s:o?, s:I}", "site", api_sites_one(s, id), "env_count",
+				 (json_int_t)json_object_size(json_object_get(body, "env"))));
+out:
+	if (text)
+		explicit_bzero(text, strlen(text));
+	free(text);
+	free(sealed);
 }

@@ -19,6 +19,8 @@
 #include "enroll.h"
 #include "hub.h"
 #include "secrets.h"
+#include "sites.h"
+#include "ssh.h"
 #include "atomicfile.h"
 #include "crypto.h"
 #include "err.h"
@@ -343,6 +345,9 @@ stoked_main(int argc, char **argv)
 	sigset_t set;
 	int check = 0, rc, sig;
 
+	/* Built-in job types; test builds may have registered theirs before. */
+	sites_register();
+	ssh_global_init();
 	if (argc > 1 && strcmp(argv[1], "token") == 0)
 		return stoked_token(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "agent") == 0)

@@ -63,3 +63,35 @@ t_start_stoked() {
 t_sql() {
 	sqlite3 -cmd '.timeout 5000' "$1" "$2"
 }
+
+# t_free_port: a TCP port nothing listens on (bound to 0 and released).
+t_free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# t_start_nginx PREFIX PORT: a real nginx with its own prefix, serving sites-enabled/ on
+# 127.0.0.1:PORT (plus a default server answering 404). Sets T_NGINX_PID.
+t_start_nginx() {
+	local prefix=$1 port=$2
+	mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/sites-available" "$prefix/sites-enabled"
+	cat >"$prefix/conf/nginx.conf" <<EON
+user root;
+worker_processes 1;
+events { worker_connections 64; }
+http {
+	access_log off;
+	client_body_temp_path $prefix/tmp_body;
+	proxy_temp_path $prefix/tmp_proxy;
+	fastcgi_temp_path $prefix/tmp_fastcgi;
+	uwsgi_temp_path $prefix/tmp_uwsgi;
+	scgi_temp_path $prefix/tmp_scgi;
+	server { listen $port default_server; return 404; }
+	include $prefix/sites-enabled/*;
+}
+EON
+	/usr/sbin/nginx -p "$prefix/" -c conf/nginx.conf -e logs/error.log \
+		-g "daemon off; pid $prefix/nginx.pid;" >>"$prefix/logs/stdout.log" 2>&1 &
+	T_NGINX_PID=$!
+	T_PIDS+=("$T_NGINX_PID")
+	t_wait 10 curl -s -o /dev/null "http://127.0.0.1:$port/" || fail "nginx did not start on $port"
+}
