@@ -43,8 +43,8 @@ cloud_intent_valid(const char *s, char *err, size_t errlen)
 		char c = s[n];
 
 		if (n >= CLOUD_INTENT_MAX)
-			return err_set(err, errlen, ERR_INVAL, "intent id: longer than %d characters",
-				       CLOUD_INTENT_MAX);
+			return err_set(err, errlen, ERR_INVAL,
+				       "intent id: longer than %d characters", CLOUD_INTENT_MAX);
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '-' || c == '_'))
 			return err_set(err, errlen, ERR_INVAL,
@@ -78,8 +78,7 @@ cloud_wait_active(const struct cloud_driver *drv, struct cloud_ctx *ctx, const c
 		if (left <= 0)
 			return err_set(err, errlen, ERR_TIMEOUT,
 				       "%s: server %s is still '%s'%s after %ld s", drv->name, id,
-				       vm->status,
-				       vm->ipv4[0] == '\0' ? " without an address" : "",
+				       vm->status, vm->ipv4[0] == '\0' ? " without an address" : "",
 				       (timeout_ms + 999) / 1000);
 		time_sleep_ms(left < interval ? (long)left : interval);
 		if (interval < CLOUD_POLL_MAX_MS)

@@ -21,12 +21,12 @@
 
 #include <stddef.h>
 
-#define CLOUD_ID_MAX 128     /* provider ids of VMs and keys, as text */
-#define CLOUD_STATUS_MAX 32  /* the provider's status word */
-#define CLOUD_ADDR_MAX 256   /* an IPv4 address (custom: any host name or address) */
-#define CLOUD_USER_MAX 64    /* the SSH login user */
-#define CLOUD_INTENT_MAX 63  /* longest intent id (a Hetzner label value) */
-#define CLOUD_NAME_MAX 64    /* a driver's name */
+#define CLOUD_ID_MAX 128    /* provider ids of VMs and keys, as text */
+#define CLOUD_STATUS_MAX 32 /* the provider's status word */
+#define CLOUD_ADDR_MAX 256  /* an IPv4 address (custom: any host name or address) */
+#define CLOUD_USER_MAX 64   /* the SSH login user */
+#define CLOUD_INTENT_MAX 63 /* longest intent id (a Hetzner label value) */
+#define CLOUD_NAME_MAX 64   /* a driver's name */
 
 /* Where a VM is in its life, whatever the provider calls it. */
 enum cloud_vm_state {
@@ -67,7 +67,9 @@ struct cloud_create_req {
 /*
  * How to reach one provider. The caller zeroes it, fills the public fields and calls
  * cloud_ctx_fini() when done. One context must not be used by two threads at once (it
- * keeps a connection open between calls); use one per worker thread.
+ * keeps a connection open between calls); use one per worker thread. base_url, token,
+ * the timeouts and body_max are read when the first call opens the connection (change them
+ * after cloud_ctx_fini()); the retry fields are read on every call.
  */
 struct cloud_ctx {
 	/* The API base URL, with or without the version ("http://127.0.0.1:8080" and
@@ -78,8 +80,8 @@ struct cloud_ctx {
 	long timeout_ms;	 /* each request, start to end; 0 = 30 s */
 	size_t body_max;	 /* longest answer accepted; 0 = 1 MiB */
 	int max_retries;	 /* retries after a 429 or 5xx; 0 = 5, -1 = none */
-	long max_wait_ms;	 /* longest wait before one retry (Retry-After is capped); 0 = 60 s */
-	long backoff_ms;	 /* first backoff when the provider names no wait; 0 = 500 ms */
+	long max_wait_ms; /* longest wait before one retry (Retry-After is capped); 0 = 60 s */
+	long backoff_ms;  /* first backoff when the provider names no wait; 0 = 500 ms */
 
 	/* Private to cloud_http.c. */
 	struct http_client *http;

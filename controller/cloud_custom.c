@@ -26,8 +26,8 @@ cloud_custom_address_ok(const char *a)
 
 /* The vm of an address, port and user (all checked). */
 static int
-cloud_custom_fill(const char *address, int port, const char *user, struct cloud_vm *vm,
-		  char *err, size_t errlen)
+cloud_custom_fill(const char *address, int port, const char *user, struct cloud_vm *vm, char *err,
+		  size_t errlen)
 {
 	char why[256];
 	int n;
@@ -41,8 +41,7 @@ cloud_custom_fill(const char *address, int port, const char *user, struct cloud_
 	if (names_user(user, why, sizeof(why)) != 0)
 		return err_set(err, errlen, ERR_INVAL, "custom: ssh user: %s", why);
 	n = snprintf(vm->provider_id, sizeof(vm->provider_id),
-		     strchr(address, ':') != NULL ? "%s@[%s]:%d" : "%s@%s:%d", user, address,
-		     port);
+		     strchr(address, ':') != NULL ? "%s@[%s]:%d" : "%s@%s:%d", user, address, port);
 	if (n < 0 || (size_t)n >= sizeof(vm->provider_id))
 		return err_set(err, errlen, ERR_INVAL, "custom: address too long");
 	snprintf(vm->status, sizeof(vm->status), "active");
@@ -54,8 +53,8 @@ cloud_custom_fill(const char *address, int port, const char *user, struct cloud_
 }
 
 static int
-cloud_custom_create(struct cloud_ctx *ctx, const struct cloud_create_req *req,
-		    struct cloud_vm *vm, char *err, size_t errlen)
+cloud_custom_create(struct cloud_ctx *ctx, const struct cloud_create_req *req, struct cloud_vm *vm,
+		    char *err, size_t errlen)
 {
 	(void)ctx;
 	return cloud_custom_fill(req->address, req->ssh_port > 0 ? req->ssh_port : 22,

@@ -82,8 +82,8 @@ cloud_do_parse(json_t *d, struct cloud_vm *vm, char *err, size_t errlen)
 static int
 cloud_do_has_next(json_t *reply)
 {
-	return json_object_get(json_object_get(json_object_get(reply, "links"), "pages"),
-			       "next") != NULL;
+	return json_object_get(json_object_get(json_object_get(reply, "links"), "pages"), "next") !=
+	       NULL;
 }
 
 static int
@@ -107,8 +107,8 @@ cloud_do_find_by_intent(struct cloud_ctx *ctx, const char *intent_id, struct clo
 		goto out;
 	}
 	for (page = 1; page <= CLOUD_DO_PAGES_MAX; page++) {
-		snprintf(path, sizeof(path), "/droplets?tag_name=%s&page=%d&per_page=%d", etag, page,
-			 CLOUD_DO_PER_PAGE);
+		snprintf(path, sizeof(path), "/droplets?tag_name=%s&page=%d&per_page=%d", etag,
+			 page, CLOUD_DO_PER_PAGE);
 		if ((ret = cloud_http_call(ctx, &cloud_do_api, "GET", path, NULL, 0, &r, err,
 					   errlen)) != 0)
 			goto out;
@@ -208,10 +208,10 @@ cloud_do_create(struct cloud_ctx *ctx, const struct cloud_create_req *req, struc
 		if (!(ret == ERR_BUSY && r.status >= 500) || tries > max)
 			goto out;
 		/* A 5xx may come after the droplet was made: look before asking again. */
-		time_sleep_ms(cloud_http_wait_ms(ctx, r.status, r.retry_after_s, -1, time_now_ms(),
-						 tries));
-		if ((ret = cloud_do_find_by_intent(ctx, req->intent_id, vm, &found, err,
-						   errlen)) != 0)
+		time_sleep_ms(
+		    cloud_http_wait_ms(ctx, r.status, r.retry_after_s, -1, time_now_ms(), tries));
+		if ((ret = cloud_do_find_by_intent(ctx, req->intent_id, vm, &found, err, errlen)) !=
+		    0)
 			goto out;
 		if (found) {
 			log_info("digitalocean: droplet %s was made despite a %ld answer",
@@ -247,8 +247,7 @@ cloud_do_get(struct cloud_ctx *ctx, const char *provider_id, struct cloud_vm *vm
 	snprintf(path, sizeof(path), "/droplets/%s", provider_id);
 	memset(vm, 0, sizeof(*vm));
 	cloud_reply_init(&r);
-	if ((ret = cloud_http_call(ctx, &cloud_do_api, "GET", path, NULL, 0, &r, err, errlen)) ==
-	    0)
+	if ((ret = cloud_http_call(ctx, &cloud_do_api, "GET", path, NULL, 0, &r, err, errlen)) == 0)
 		ret = cloud_do_parse(json_object_get(r.json, "droplet"), vm, err, errlen);
 	cloud_reply_fini(&r);
 	return ret;
@@ -330,7 +329,8 @@ cloud_do_key_add(struct cloud_ctx *ctx, const char *name, const char *public_key
 	cloud_reply_init(&r);
 	if (name == NULL || public_key == NULL || strlen(public_key) >= CLOUD_DO_KEY_MAX ||
 	    strpbrk(public_key, "\r\n") != NULL) {
-		ret = err_set(err, errlen, ERR_INVAL, "digitalocean: bad SSH key name or public key");
+		ret =
+		    err_set(err, errlen, ERR_INVAL, "digitalocean: bad SSH key name or public key");
 		goto out;
 	}
 	if ((body = json_pack("{s:s, s:s}", "name", name, "public_key", public_key)) == NULL) {
@@ -338,8 +338,8 @@ cloud_do_key_add(struct cloud_ctx *ctx, const char *name, const char *public_key
 		goto out;
 	}
 	/* Sent again after a 5xx: a key made the first time answers 422 "already in use". */
-	ret = cloud_http_call(ctx, &cloud_do_api, "POST", "/account/keys", body, 0, &r, err,
-			      errlen);
+	ret =
+	    cloud_http_call(ctx, &cloud_do_api, "POST", "/account/keys", body, 0, &r, err, errlen);
 	if (ret == 0) {
 		if (cloud_json_id(json_object_get(r.json, "ssh_key"), "id", key_id, CLOUD_ID_MAX))
 			ret = err_set(err, errlen, ERR_IO, "digitalocean: a key without an id");

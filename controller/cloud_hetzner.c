@@ -186,7 +186,8 @@ cloud_hz_create(struct cloud_ctx *ctx, const struct cloud_create_req *req, struc
 		goto out;
 	}
 	if ((body = cloud_hz_create_body(req)) == NULL) {
-		ret = err_set(err, errlen, ERR_INVAL, "hetzner: cannot encode the request (bad UTF-8?)");
+		ret = err_set(err, errlen, ERR_INVAL,
+			      "hetzner: cannot encode the request (bad UTF-8?)");
 		goto out;
 	}
 	for (;;) {
@@ -198,14 +199,14 @@ cloud_hz_create(struct cloud_ctx *ctx, const struct cloud_create_req *req, struc
 		if (!(ret == ERR_BUSY && r.status >= 500) || tries > max)
 			goto out;
 		/* A 5xx may come after the server was made: look before asking again. */
-		time_sleep_ms(cloud_http_wait_ms(ctx, r.status, r.retry_after_s, -1, time_now_ms(),
-						 tries));
-		if ((ret = cloud_hz_find_by_intent(ctx, req->intent_id, vm, &found, err,
-						   errlen)) != 0)
+		time_sleep_ms(
+		    cloud_http_wait_ms(ctx, r.status, r.retry_after_s, -1, time_now_ms(), tries));
+		if ((ret = cloud_hz_find_by_intent(ctx, req->intent_id, vm, &found, err, errlen)) !=
+		    0)
 			goto out;
 		if (found) {
-			log_info("hetzner: server %s was made despite a %ld answer", vm->provider_id,
-				 r.status);
+			log_info("hetzner: server %s was made despite a %ld answer",
+				 vm->provider_id, r.status);
 			goto out;
 		}
 		log_info("hetzner: POST /servers: %ld; try %d of %d", r.status, tries + 1, max + 1);
@@ -235,8 +236,7 @@ cloud_hz_get(struct cloud_ctx *ctx, const char *provider_id, struct cloud_vm *vm
 	snprintf(path, sizeof(path), "/servers/%s", provider_id);
 	memset(vm, 0, sizeof(*vm));
 	cloud_reply_init(&r);
-	if ((ret = cloud_http_call(ctx, &cloud_hz_api, "GET", path, NULL, 0, &r, err, errlen)) ==
-	    0)
+	if ((ret = cloud_http_call(ctx, &cloud_hz_api, "GET", path, NULL, 0, &r, err, errlen)) == 0)
 		ret = cloud_hz_parse(json_object_get(r.json, "server"), vm, err, errlen);
 	cloud_reply_fini(&r);
 	return ret;

@@ -111,7 +111,8 @@ cloud_http_wait_ms(const struct cloud_ctx *ctx, long status, long retry_after_s,
 	long long w = -1;
 
 	if (retry_after_s >= 0) {
-		w = retry_after_s > cap / 1000 + 1 ? (long long)cap : (long long)retry_after_s * 1000;
+		w = retry_after_s > cap / 1000 + 1 ? (long long)cap
+						   : (long long)retry_after_s * 1000;
 	} else if (status == 429 && ratelimit_reset > 0) {
 		/* Epoch seconds: both providers' RateLimit-Reset. Already past: back off. */
 		if (ratelimit_reset < 1000000000000LL && ratelimit_reset * 1000 > now_ms)
@@ -132,8 +133,8 @@ static int
 cloud_http_open(struct cloud_ctx *ctx, const struct cloud_api *api, char *err, size_t errlen)
 {
 	struct http_client_opts o;
-	const char *base = ctx->base_url != NULL && ctx->base_url[0] != '\0' ? ctx->base_url
-									       : api->default_url;
+	const char *base =
+	    ctx->base_url != NULL && ctx->base_url[0] != '\0' ? ctx->base_url : api->default_url;
 	char url[CLOUD_HTTP_URL_MAX];
 	size_t n, vn = strlen(api->version_path);
 	int ret;
@@ -147,7 +148,8 @@ cloud_http_open(struct cloud_ctx *ctx, const struct cloud_api *api, char *err, s
 	while (n > 0 && base[n - 1] == '/')
 		n--;
 	if (n + vn + 1 > sizeof(url))
-		return err_set(err, errlen, ERR_INVAL, "%s: the API URL is too long", api->provider);
+		return err_set(err, errlen, ERR_INVAL, "%s: the API URL is too long",
+			       api->provider);
 	memcpy(url, base, n);
 	url[n] = '\0';
 	if (n < vn || strcmp(url + n - vn, api->version_path) != 0)
@@ -226,8 +228,8 @@ cloud_http_refused(const struct cloud_api *api, const char *method, const char *
 	if (r->message[0] != '\0' || r->code[0] != '\0')
 		return err_set(err, errlen, code, "%s: %ld %s%s", api->provider, r->status,
 			       r->message[0] != '\0' ? r->message : r->code, more);
-	return err_set(err, errlen, code, "%s: %s %s: HTTP %ld with no error body%s",
-		       api->provider, method, path, r->status, more);
+	return err_set(err, errlen, code, "%s: %s %s: HTTP %ld with no error body%s", api->provider,
+		       method, path, r->status, more);
 }
 
 int

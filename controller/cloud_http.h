@@ -24,7 +24,7 @@ struct cloud_api {
 };
 
 struct cloud_reply {
-	long status; /* HTTP status of the last answer; 0 when none came */
+	long status;  /* HTTP status of the last answer; 0 when none came */
 	json_t *json; /* the answer's JSON (NULL when it had no body) */
 	/* Of a refusal: the provider's error code ("unprocessable_entity", "uniqueness_error")
 	 * and message, "" when none. */

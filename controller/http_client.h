@@ -39,7 +39,7 @@ struct http_response {
 	struct buf body;    /* the body (of an SSE request: only when the status is not 200) */
 	long retry_after_s; /* the Retry-After header in seconds, -1 when absent */
 	/* The cloud providers' rate-limit headers (DigitalOcean, Hetzner), -1 when absent. */
-	long ratelimit_remaining; /* RateLimit-Remaining */
+	long ratelimit_remaining;  /* RateLimit-Remaining */
 	long long ratelimit_reset; /* RateLimit-Reset: epoch seconds */
 };
 

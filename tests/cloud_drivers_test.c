@@ -143,15 +143,22 @@ ct_start(void)
 	}
 	if (ct.standin == 0) {
 		int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		sigset_t none;
 
-		/* The stand-in (and, through it, its VMs) ends when this test does. */
+		/* The stand-in (and, through it, its VMs) ends when this test does; a signal
+		 * blocked by whoever started the test would be held, so none is. */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() == 1)
+			_exit(127);
 		if (fd != -1) {
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
-		execlp(py, py, script, "--url-file", urlfile, "--boot-ms", CT_BOOT_MS,
-		       "--page-max", "5", "--do-token", CT_DO_TOKEN, "--hetzner-token", CT_HZ_TOKEN,
+		execlp(py, py, script, "--url-file", urlfile, "--boot-ms", CT_BOOT_MS, "--page-max",
+		       "5", "--do-token", CT_DO_TOKEN, "--hetzner-token", CT_HZ_TOKEN,
 		       (char *)NULL);
 		_exit(127);
 	}
@@ -222,8 +229,7 @@ ct_reset(void)
 	return ct_control("POST", "/_standin/reset", NULL, NULL);
 }
 
-static int __attribute__((format(printf, 1, 2)))
-ct_fault(const char *fmt, ...)
+static int __attribute__((format(printf, 1, 2))) ct_fault(const char *fmt, ...)
 {
 	char body[1024];
 	va_list ap;
@@ -293,10 +299,10 @@ ct_pubkey(const char *comment)
 }
 
 struct ct_prov {
-	const char *driver;   /* "digitalocean" */
-	const char *standin;  /* "do" */
+	const char *driver;  /* "digitalocean" */
+	const char *standin; /* "do" */
 	const char *token;
-	const char *servers;  /* "/v2/droplets" */
+	const char *servers; /* "/v2/droplets" */
 	const char *region;
 	const char *size;
 	const char *image;
@@ -306,13 +312,18 @@ struct ct_prov {
 };
 
 static const struct ct_prov ct_do = {
-    "digitalocean", "do", CT_DO_TOKEN, "/v2/droplets", "nyc3", "s-1vcpu-1gb",
-    "debian-12-x64", "new", "active",
-    "digitalocean: 404 not_found: The resource you requested could not be found.",
+    "digitalocean",  "do",
+    CT_DO_TOKEN,     "/v2/droplets",
+    "nyc3",	     "s-1vcpu-1gb",
+    "debian-12-x64", "new",
+    "active",	     "digitalocean: 404 not_found: The resource you requested could not be found.",
 };
 static const struct ct_prov ct_hz = {
-    "hetzner", "hetzner", CT_HZ_TOKEN, "/v1/servers", "fsn1", "cx22",
-    "debian-12", "initializing", "running", "hetzner: 404 not_found: server with ID '",
+    "hetzner",	 "hetzner",
+    CT_HZ_TOKEN, "/v1/servers",
+    "fsn1",	 "cx22",
+    "debian-12", "initializing",
+    "running",	 "hetzner: 404 not_found: server with ID '",
 };
 
 static void
@@ -326,8 +337,7 @@ ct_ctx(const struct ct_prov *p, struct cloud_ctx *ctx)
 }
 
 static void
-ct_req(const struct ct_prov *p, struct cloud_create_req *req, const char *name,
-       const char *intent)
+ct_req(const struct ct_prov *p, struct cloud_create_req *req, const char *name, const char *intent)
 {
 	memset(req, 0, sizeof(*req));
 	req->name = name;
@@ -385,8 +395,8 @@ ct_lifecycle(const struct ct_prov *p)
 		 "%s find_by_intent: ret %d found %d id %s: %s", p->driver, ret, found,
 		 got.provider_id, err);
 	ret = d->find_by_intent(&ctx, "intent-other", &got, &found, err, sizeof(err));
-	CT_CHECK(ret == 0 && !found, "%s find_by_intent of another intent: %d %d", p->driver,
-		 ret, found);
+	CT_CHECK(ret == 0 && !found, "%s find_by_intent of another intent: %d %d", p->driver, ret,
+		 found);
 
 	/* A retried create (or one after a restart) returns the same VM. */
 	ret = d->create(&ctx, &req, &again, err, sizeof(err));
@@ -411,9 +421,9 @@ ct_lifecycle(const struct ct_prov *p)
 	ret = d->get(&ctx, vm.provider_id, &got, err, sizeof(err));
 	CT_CHECK(ret == 0 && strcmp(got.ipv4, "127.0.0.1") == 0, "%s get: %s", p->driver, err);
 
-	ret = d->delete(&ctx, vm.provider_id, err, sizeof(err));
+	ret = d->delete (&ctx, vm.provider_id, err, sizeof(err));
 	CT_CHECK(ret == 0, "%s delete: %s", p->driver, err);
-	ret = d->delete(&ctx, vm.provider_id, err, sizeof(err));
+	ret = d->delete (&ctx, vm.provider_id, err, sizeof(err));
 	CT_CHECK(ret == 0, "%s delete of a deleted VM: %s", p->driver, err);
 	ret = d->get(&ctx, vm.provider_id, &got, err, sizeof(err));
 	CT_CHECK(ret == ERR_NOTFOUND && strncmp(err, p->nf_words, strlen(p->nf_words)) == 0,
@@ -477,7 +487,7 @@ ct_custom(void)
 	CT_CHECK(d->find_by_intent(&ctx, "intent-custom", &got, &found, err, sizeof(err)) == 0 &&
 		     !found,
 		 "find");
-	CT_CHECK(d->delete(&ctx, vm.provider_id, err, sizeof(err)) == 0, "delete");
+	CT_CHECK(d->delete (&ctx, vm.provider_id, err, sizeof(err)) == 0, "delete");
 	CT_CHECK(d->key_add(&ctx, "k", "ssh-ed25519 AAAA", key_id, err, sizeof(err)) == 0 &&
 		     key_id[0] == '\0',
 		 "key_add");
@@ -585,8 +595,7 @@ ct_one_vm(const struct ct_prov *p, struct cloud_ctx *ctx, const char *intent, ch
 	char err[CT_ERR];
 
 	ct_req(p, &req, intent, intent);
-	CT_CHECK(d->create(ctx, &req, &vm, err, sizeof(err)) == 0, "%s create: %s", p->driver,
-		 err);
+	CT_CHECK(d->create(ctx, &req, &vm, err, sizeof(err)) == 0, "%s create: %s", p->driver, err);
 	CT_CHECK(cloud_wait_active(d, ctx, vm.provider_id, 15000, 50, &vm, err, sizeof(err)) == 0,
 		 "%s wait: %s", p->driver, err);
 	snprintf(id, idlen, "%s", vm.provider_id);
@@ -630,8 +639,8 @@ ct_rate_limit(const struct ct_prov *p)
 	t0 = time_mono_ms();
 	ret = d->get(&ctx, id, &vm, err, sizeof(err));
 	ms = time_mono_ms() - t0;
-	CT_CHECK(ret == 0 && ms >= 1000 && ms < 5000, "%s Retry-After: %s after %lld ms",
-		 p->driver, err, (long long)ms);
+	CT_CHECK(ret == 0 && ms >= 1000 && ms < 5000, "%s Retry-After: %s after %lld ms", p->driver,
+		 err, (long long)ms);
 
 	/* Retry-After as an HTTP date. */
 	CT_CHECK(ct_fault("{\"provider\":\"%s\",\"path_prefix\":\"%s/\",\"method\":\"GET\","
@@ -663,12 +672,13 @@ ct_rate_limit(const struct ct_prov *p)
 			  p->standin, p->servers) == 0,
 		 "fault");
 	ret = d->get(&ctx, id, &vm, err, sizeof(err));
-	CT_CHECK(ret == ERR_BUSY && strstr(err, "(gave up after 2 tries)") != NULL &&
-		     (strstr(err, "digitalocean: 429 too_many_requests: API rate limit exceeded.") ==
-			  err ||
-		      strstr(err, "hetzner: 429 rate_limit_exceeded: limit of 3600 requests per "
-				  "hour reached") == err),
-		 "%s 429 for good: %d '%s'", p->driver, ret, err);
+	CT_CHECK(
+	    ret == ERR_BUSY && strstr(err, "(gave up after 2 tries)") != NULL &&
+		(strstr(err, "digitalocean: 429 too_many_requests: API rate limit exceeded.") ==
+		     err ||
+		 strstr(err, "hetzner: 429 rate_limit_exceeded: limit of 3600 requests per "
+			     "hour reached") == err),
+	    "%s 429 for good: %d '%s'", p->driver, ret, err);
 	CT_CHECK(ct_control("DELETE", "/_standin/faults", NULL, NULL) == 0, "clear faults");
 	cloud_ctx_fini(&ctx);
 	return 0;
@@ -724,10 +734,10 @@ ct_server_errors(const struct ct_prov *p)
 		 "fault");
 	ct_req(p, &req, "web-5xx-b", "intent-5xx-b");
 	ret = d->create(&ctx, &req, &vm, err, sizeof(err));
-	CT_CHECK(ret == 0 && vm.provider_id[0] != '\0', "%s create after a late 500: %s",
-		 p->driver, err);
-	CT_CHECK(ct_count_requests("POST", p->servers, 0) == 4, "%s: %d POSTs (want 4)",
-		 p->driver, ct_count_requests("POST", p->servers, 0));
+	CT_CHECK(ret == 0 && vm.provider_id[0] != '\0', "%s create after a late 500: %s", p->driver,
+		 err);
+	CT_CHECK(ct_count_requests("POST", p->servers, 0) == 4, "%s: %d POSTs (want 4)", p->driver,
+		 ct_count_requests("POST", p->servers, 0));
 	CT_CHECK(ct_count_servers(p->standin) == 3, "%s: %d servers (want 3)", p->driver,
 		 ct_count_servers(p->standin));
 
@@ -739,7 +749,8 @@ ct_server_errors(const struct ct_prov *p)
 		 "fault");
 	ret = d->get(&ctx, id, &vm, err, sizeof(err));
 	CT_CHECK(ret == ERR_BUSY && strstr(err, "(gave up after 3 tries)") != NULL &&
-		     strncmp(err, p->driver, strlen(p->driver)) == 0 && strstr(err, ": 500 ") != NULL,
+		     strncmp(err, p->driver, strlen(p->driver)) == 0 &&
+		     strstr(err, ": 500 ") != NULL,
 		 "%s 500 for good: %d '%s'", p->driver, ret, err);
 	CT_CHECK(ct_control("DELETE", "/_standin/faults", NULL, NULL) == 0, "clear faults");
 	cloud_ctx_fini(&ctx);

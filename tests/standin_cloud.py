@@ -88,7 +88,8 @@ STANDIN_HZ_TYPES = {"cx22": (2, 4, 40), "cpx11": (2, 2, 40), "cx32": (4, 8, 80)}
 STANDIN_DO_HOSTNAME = re.compile(r"^[a-zA-Z0-9.-]+$")
 STANDIN_DO_TAG = re.compile(r"^[a-zA-Z0-9_\-:]{1,255}$")
 STANDIN_HZ_NAME = re.compile(
-    r"^(?=.{1,63}$)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*$")
+    r"^(?=.{1,63}$)[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?"
+    r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*$")
 STANDIN_HZ_LABEL_KEY = re.compile(
     r"^([a-z0-9A-Z]([-.a-zA-Z0-9]*[a-zA-Z0-9])?/)?[a-z0-9A-Z]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$")
 STANDIN_HZ_LABEL_VALUE = re.compile(r"^([a-z0-9A-Z]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)?$")
@@ -147,13 +148,18 @@ def standin_port_open(port):
         return False
 
 
-def standin_pdeathsig():
-    """In the child before exec: die with the stand-in even when it is killed with SIGKILL."""
+def standin_pdeathsig(parent):
+    """In the child before exec: die with the stand-in even when it is killed with SIGKILL.
+    Signals blocked by whoever started the stand-in are unblocked first: a blocked SIGTERM
+    would be held, not delivered."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent:  # the stand-in died before prctl
+        os._exit(1)
 
 
 class StandinError(Exception):
@@ -336,6 +342,7 @@ class StandinCloud:
         except OSError:
             pass  # not root: sshd runs without privilege separation then
         logpath = os.path.join(vm.folder, "sshd.log")
+        mypid = os.getpid()
         for _ in range(3):
             port = standin_free_port()
             conf = os.path.join(vm.folder, "sshd_config")
@@ -353,7 +360,8 @@ class StandinCloud:
             with open(logpath, "ab") as log:
                 proc = subprocess.Popen([a.sshd_bin, "-D", "-e", "-f", conf],
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                        preexec_fn=standin_pdeathsig, close_fds=True)
+                                        preexec_fn=lambda: standin_pdeathsig(mypid),
+                                        close_fds=True)
             deadline = time.monotonic() + STANDIN_SSHD_START_S
             up = False
             while time.monotonic() < deadline and proc.poll() is None:
@@ -531,7 +539,8 @@ def standin_do_droplet(cloud, vm):
                   "error_message": ""},
         "volume_ids": [],
         "size": {"slug": vm.size, "memory": mem, "vcpus": vcpus, "disk": disk, "transfer": 1.0,
-                 "price_monthly": 6.0, "price_hourly": 0.00893, "regions": sorted(STANDIN_DO_REGIONS),
+                 "price_monthly": 6.0, "price_hourly": 0.00893,
+                 "regions": sorted(STANDIN_DO_REGIONS),
                  "available": True, "description": "Basic"},
         "size_slug": vm.size,
         "networks": {"v4": v4, "v6": []},
@@ -1219,6 +1228,9 @@ def standin_main():
             ap.error("--hosts-dir must not hold spaces, quotes or '%' (sshd_config)")
         os.makedirs(args.hosts_dir, exist_ok=True)
 
+    # Whoever started us may have blocked SIGTERM/SIGINT; unblock them before any thread
+    # starts (threads and the sshds inherit the mask) so stopping us works.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
     cloud = StandinCloud(args)
     StandinHandler.cloud = cloud
     ThreadingHTTPServer.daemon_threads = True

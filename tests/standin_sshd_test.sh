@@ -26,12 +26,17 @@ T_PIDS+=("$STANDIN")
 t_wait 20 test -s "$T_TMP/url" || fail "the stand-in wrote no URL"
 URL=$(cat "$T_TMP/url")
 
-api() { # api PROVIDER METHOD PATH [BODY]: the body of the answer; fails on non-2xx
+api() { # api digitalocean|hetzner METHOD PATH [BODY]: the body of the answer; fails on non-2xx
 	local tok=$DO_TOKEN
 	[ "$1" = hetzner ] && tok=$HZ_TOKEN
 	local args=(-sS -f -X "$2" -H "Authorization: Bearer $tok")
 	[ $# -ge 4 ] && args+=(-H 'Content-Type: application/json' --data "$4")
 	curl "${args[@]}" "$URL$3"
+}
+
+# A process is gone when it is not there or only a zombie (PID 1 here may not reap orphans).
+proc_gone() {
+	[ ! -e "/proc/$1" ] || grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
 }
 
 ssh_to() { # ssh_to KEY PORT CMD...
@@ -47,9 +52,9 @@ ssh-keygen -q -t ed25519 -N '' -C other -f "$T_TMP/other"
 GOOD_PUB=$(cat "$T_TMP/good.pub")
 
 # --- DigitalOcean: a key by id, a droplet tagged with its intent ----------------------------
-KEY_ID=$(api do POST /v2/account/keys "$(jq -nc --arg k "$GOOD_PUB" '{name: "laptop", public_key: $k}')" |
+KEY_ID=$(api digitalocean POST /v2/account/keys "$(jq -nc --arg k "$GOOD_PUB" '{name: "laptop", public_key: $k}')" |
 	jq -er .ssh_key.id) || fail "adding the key"
-CREATED=$(api do POST /v2/droplets "$(jq -nc --argjson k "$KEY_ID" '{name: "web-1", region: "nyc3",
+CREATED=$(api digitalocean POST /v2/droplets "$(jq -nc --argjson k "$KEY_ID" '{name: "web-1", region: "nyc3",
 	size: "s-1vcpu-1gb", image: "debian-12-x64", ssh_keys: [$k], tags: ["stoke-intent:sshd-1"]}')") ||
 	fail "creating the droplet"
 DID=$(jq -er .droplet.id <<<"$CREATED")
@@ -57,11 +62,11 @@ ACTION=$(jq -er '.links.actions[0].id' <<<"$CREATED")
 [ "$(jq -r .droplet.status <<<"$CREATED")" = new ] || fail "a new droplet is not 'new'"
 ok "droplet $DID created"
 
-droplet_active() { [ "$(api do GET "/v2/droplets/$DID" | jq -r .droplet.status)" = active ]; }
+droplet_active() { [ "$(api digitalocean GET "/v2/droplets/$DID" | jq -r .droplet.status)" = active ]; }
 t_wait 30 droplet_active || fail "droplet $DID never became active"
-api do GET "/v2/actions/$ACTION" | jq -e '.action.status == "completed"' >/dev/null ||
+api digitalocean GET "/v2/actions/$ACTION" | jq -e '.action.status == "completed"' >/dev/null ||
 	fail "the create action is not completed"
-api do GET "/v2/droplets?tag_name=stoke-intent:sshd-1" | jq -e --argjson id "$DID" \
+api digitalocean GET "/v2/droplets?tag_name=stoke-intent:sshd-1" | jq -e --argjson id "$DID" \
 	'.droplets | length == 1 and .[0].id == $id' >/dev/null || fail "tag lookup"
 
 HEADERS=$(curl -sS -D - -o "$T_TMP/droplet.json" -H "Authorization: Bearer $DO_TOKEN" \
@@ -75,6 +80,7 @@ ROOT=$(jq -er .droplet.standin_root "$T_TMP/droplet.json")
 FOLDER=$(dirname "$ROOT")
 ok "droplet active, sshd on port $PORT"
 
+# shellcheck disable=SC2016 # expanded by the remote shell
 OUT=$(ssh_to "$T_TMP/good" "$PORT" 'echo "hello $STOKE_STANDIN_ROOT"') || fail "login with the key"
 [ "$OUT" = "hello $ROOT" ] || fail "unexpected output: $OUT"
 ok "logged in with the droplet's key"
@@ -94,10 +100,9 @@ sftp -i "$T_TMP/good" -P "$PORT" -o StrictHostKeyChecking=no -o BatchMode=yes \
 ok "sftp upload"
 
 SSHD_PID=$(cat "$FOLDER/sshd.pid")
-kill -0 "$SSHD_PID" || fail "no sshd process $SSHD_PID"
-api do DELETE "/v2/droplets/$DID" >/dev/null || fail "deleting the droplet"
-sshd_gone() { ! kill -0 "$SSHD_PID" 2>/dev/null; }
-t_wait 10 sshd_gone || fail "sshd $SSHD_PID still runs after the delete"
+! proc_gone "$SSHD_PID" || fail "no sshd process $SSHD_PID"
+api digitalocean DELETE "/v2/droplets/$DID" >/dev/null || fail "deleting the droplet"
+t_wait 10 proc_gone "$SSHD_PID" || fail "sshd $SSHD_PID still runs after the delete"
 [ ! -e "$FOLDER" ] || fail "$FOLDER is still there"
 if ssh_to "$T_TMP/good" "$PORT" true 2>/dev/null; then
 	fail "the deleted droplet still lets us in"
@@ -124,10 +129,10 @@ OUT=$(ssh_to "$T_TMP/good" "$HZ_PORT" echo hetzner-ok) || fail "login to the Het
 ok "Hetzner server $SID: logged in with the key given by name"
 
 HZ_PID=$(cat "$HZ_FOLDER/sshd.pid")
+! proc_gone "$HZ_PID" || fail "no sshd process $HZ_PID"
 kill -TERM "$STANDIN"
 wait "$STANDIN" 2>/dev/null || true
-hz_gone() { ! kill -0 "$HZ_PID" 2>/dev/null; }
-t_wait 10 hz_gone || fail "sshd $HZ_PID outlived the stand-in"
+t_wait 10 proc_gone "$HZ_PID" || fail "sshd $HZ_PID outlived the stand-in"
 [ ! -e "$HZ_FOLDER" ] || fail "$HZ_FOLDER outlived the stand-in"
 ok "stopping the stand-in stopped its VMs"
 echo "standin_sshd_test: all passed"
