@@ -169,6 +169,9 @@ void api_servers_list(struct api_req *r);
 void api_servers_get(struct api_req *r);
 void api_servers_create(struct api_req *r);
 void api_servers_patch(struct api_req *r);
+void api_servers_delete(struct api_req *r);
+void api_servers_retry(struct api_req *r);
+void api_servers_log(struct api_req *r);
 void api_sites_list(struct api_req *r);
 void api_sites_get(struct api_req *r);
 void api_sites_create(struct api_req *r);
@@ -184,6 +187,19 @@ void api_hooks_site(struct api_req *r);
 void api_hooks_deploy(struct api_req *r);
 void api_keys_list(struct api_req *r);
 void api_keys_get(struct api_req *r);
+void api_keys_create(struct api_req *r);
+void api_keys_attach(struct api_req *r);
+void api_keys_detach(struct api_req *r);
+void api_keys_revoke(struct api_req *r);
+void api_keys_servers(struct api_req *r);
+void api_keys_drift(struct api_req *r);
+void api_keys_drift_check(struct api_req *r);
+void api_keys_sync(struct api_req *r);
+void api_batches_list(struct api_req *r);
+void api_batches_create(struct api_req *r);
+void api_batches_get(struct api_req *r);
+void api_batches_output(struct api_req *r);
+void api_batches_cancel(struct api_req *r);
 void api_deployments_list(struct api_req *r);
 void api_deployments_get(struct api_req *r);
 void api_deployments_log(struct api_req *r);
@@ -200,6 +216,12 @@ void api_tokens_create(struct api_req *r);
 void api_tokens_revoke(struct api_req *r);
 void api_audit_list(struct api_req *r);
 void api_events_get(struct api_req *r);
+
+/* Shared by keys and batches (api_keys.c): the body's server selector, one of "servers"
+ * (ids and names), "tag" or "all": true, as distinct ids in *ids (malloc'd). With required
+ * 0 and none given, *n = 0. Replies 400 and returns -1 when it is bad or matches nothing. */
+int api_fleet_select(struct api_req *r, const json_t *body, int required, int64_t **ids,
+		     size_t *n);
 
 /* Shared by deployments and commands: output_lines of one owner as a page. */
 void api_output_page(struct api_req *r, const char *owner_kind, int64_t owner_id);

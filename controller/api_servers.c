@@ -9,8 +9,10 @@
 
 #include "err.h"
 #include "events.h"
+#include "jobs.h"
 #include "log.h"
 #include "names.h"
+#include "provision.h"
 #include "sm.h"
 #include "store.h"
 
@@ -195,6 +197,21 @@ static const struct api_field api_servers_create_fields[] = {
     {NULL, 0, 0, NULL},
 };
 
+static void api_servers_insert(struct api_req *r, struct store *s, json_t *body);
+
+/* 202 {"server": ..., "job_id": N} */
+static void
+api_servers_reply_job(struct api_req *r, struct store *s, int64_t id, int64_t job)
+{
+	struct store_stmt *st = store_query(s, API_SERVERS_COLS " WHERE id = ?", "i", id);
+	json_t *o = NULL;
+
+	if (st != NULL && store_step(st) == STORE_ROW)
+		o = api_servers_render(s, st);
+	store_finalize(st);
+	api_reply_json(r, 202, json_pack("{s:o?, s:I}", "server", o, "job_id", (json_int_t)job));
+}
+
 void
 api_servers_create(struct api_req *r)
 {
@@ -244,10 +261,118 @@ api_servers_create(struct api_req *r)
 		api_reply_error(r, 409, "conflict", "name: a server named %s exists already", name);
 		return;
 	}
-	/* Nothing user-facing may pretend to work: nothing is written. */
-	api_reply_error(r, 501, "not_implemented",
-			"server provisioning is not built yet; the request was valid and nothing "
-			"was created");
+	api_servers_insert(r, s, body);
+}
+
+/* Writes the server (pending) with its tags and queues server.provision; 202. */
+static void
+api_servers_insert(struct api_req *r, struct store *s, json_t *body)
+{
+	json_t *tags = json_object_get(body, "tags");
+	const char *provider = json_string_value(json_object_get(body, "provider"));
+	char err[1024];
+	int64_t id, job, now = store_now_ms();
+	size_t i;
+	int rc;
+
+	if (store_begin(s) != 0)
+		goto dbfail;
+	if (store_exec(s,
+		       "INSERT INTO servers (name, provider, region, size, image, ipv4, ssh_port,"
+		       " ssh_user, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+		       "ssssssisii", json_string_value(json_object_get(body, "name")), provider,
+		       json_string_value(json_object_get(body, "region")),
+		       json_string_value(json_object_get(body, "size")),
+		       json_string_value(json_object_get(body, "image")),
+		       json_string_value(json_object_get(body, "ipv4")),
+		       json_object_get(body, "ssh_port")
+			   ? (int64_t)json_integer_value(json_object_get(body, "ssh_port"))
+			   : (int64_t)22,
+		       json_object_get(body, "ssh_user")
+			   ? json_string_value(json_object_get(body, "ssh_user"))
+			   : "root",
+		       now, now) != 0) {
+		if (store_err_is_unique(s)) {
+			store_rollback(s);
+			api_reply_error(r, 409, "conflict", "name: a server with that name exists");
+			return;
+		}
+		goto dbfail;
+	}
+	id = store_last_id(s);
+	for (i = 0; i < json_array_size(tags); i++)
+		store_exec(s, "INSERT OR IGNORE INTO server_tags (server_id, tag) VALUES (?, ?)",
+			   "is", id, json_string_value(json_array_get(tags, i)));
+	sm_check(s, &sm_server, id, "agent hello", 0, 1, NULL);
+	events_emit(s, api_req_actor(r), "server.created", "server", id, NULL);
+	if ((rc = provision_start(s, id, api_req_actor(r), &job, err, sizeof(err))) != 0) {
+		store_rollback(s);
+		api_reply_err(r, rc, err);
+		return;
+	}
+	if (store_commit(s) != 0)
+		goto dbfail;
+	log_info("server %lld: created (%s) by %s, job %lld", (long long)id, provider,
+		 api_req_actor(r), (long long)job);
+	api_servers_reply_job(r, s, id, job);
+	return;
+dbfail:
+	api_reply_db(r, s, "creating the server");
+	store_rollback(s);
+}
+
+void
+api_servers_delete(struct api_req *r)
+{
+	struct store *s = api_req_store(r);
+	char err[1024];
+	int64_t id, job;
+	int rc;
+
+	if (api_lookup(r, "server", "servers", "name", api_req_param(r, 0), &id) != 0)
+		return;
+	if ((rc = provision_delete(s, id, api_req_actor(r), &job, err, sizeof(err))) != 0) {
+		api_reply_err(r, rc, err);
+		return;
+	}
+	api_servers_reply_job(r, s, id, job);
+}
+
+/* POST /servers/{id}/retry: the last failed provisioning resumes where it stopped. */
+void
+api_servers_retry(struct api_req *r)
+{
+	struct store *s = api_req_store(r);
+	char err[1024];
+	int64_t id, job;
+	int rc;
+
+	if (api_lookup(r, "server", "servers", "name", api_req_param(r, 0), &id) != 0)
+		return;
+	job = store_int(s, 0,
+			"SELECT id FROM jobs WHERE resource_kind = 'server' AND resource_id = ?"
+			" AND type = 'server.provision' ORDER BY id DESC LIMIT 1",
+			"i", id);
+	if (job == 0) {
+		api_reply_error(r, 409, "conflict", "server %lld has no provisioning to retry",
+				(long long)id);
+		return;
+	}
+	if ((rc = jobs_retry(s, job, api_req_actor(r), err, sizeof(err))) != 0) {
+		api_reply_err(r, rc, err);
+		return;
+	}
+	api_servers_reply_job(r, s, id, job);
+}
+
+void
+api_servers_log(struct api_req *r)
+{
+	int64_t id;
+
+	if (api_lookup(r, "server", "servers", "name", api_req_param(r, 0), &id) != 0)
+		return;
+	api_output_page(r, "server", id);
 }
 
 /* Where a server's sites live: an absolute path of plain characters, no "." or "..". */

@@ -35,7 +35,7 @@
 #define SSH_CONNECT_TIMEOUT_MS 15000L
 #define SSH_IO_TIMEOUT_MS 60000L
 #define SSH_SLICE_MS 100L      /* longest wait between two looks at the cancel callback */
-#define SSH_WIND_DOWN_MS 3000L /* closing a channel or SFTP session after a failure */
+#define SSH_WIND_DOWN_MS 5000L /* stopping a command, closing SFTP, after a failure */
 #define SSH_CLOSE_MS 2000L
 #define SSH_BACKOFF_MIN_MS 250L
 #define SSH_BACKOFF_MAX_MS 5000L
@@ -46,11 +46,40 @@
 #define SSH_PATH_MAX 4000
 #define SSH_AGAIN (-1) /* a step waits for the socket */
 
+/*
+ * Every command runs under this constant wrapper ($@ is the caller's argv): in its own
+ * session (setsid, util-linux), stdin from /dev/null, while a watcher reads the channel's
+ * stdin, on which we send nothing. When that ends (we sent EOF to stop the command, or the
+ * connection died) the watcher sends SIGTERM to the command's whole process group.
+ * libssh2 1.10 cannot send the "signal" channel request once a command runs, and sshd
+ * leaves a command running when its channel closes, so this is how a timeout or a cancel
+ * reaches the server. The exit code passes through; a signal ends it with 128 + number.
+ */
+#define SSH_EXEC_WRAPPER                                                                           \
+	"command -v setsid >/dev/null 2>&1 || exec \"$@\" </dev/null\n"                            \
+	"exec 3<&0\n"                                                                              \
+	"setsid \"$@\" </dev/null 3<&- &\n"                                                        \
+	"c=$!\n"                                                                                   \
+	"{ while read -r _; do :; done; kill -s TERM -- \"-$c\" || kill -s TERM \"$c\"; } "        \
+	"<&3 >/dev/null 2>&1 &\n"                                                                  \
+	"w=$!\n"                                                                                   \
+	"exec 3<&-\n"                                                                              \
+	"wait \"$c\" 2>/dev/null\n"                                                                \
+	"s=$?\n"                                                                                   \
+	"kill -s TERM \"$w\" 2>/dev/null\n"                                                        \
+	"exit \"$s\"\n"
+
 /* Host key algorithms in the order we accept them: Ed25519 first, so the fingerprint is
  * the one of ssh_host_ed25519_key.pub that providers and people usually quote. */
-#define SSH_HOSTKEY_PREF                                                                           \
-	"ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,"    \
-	"rsa-sha2-256,ssh-rsa"
+static const char *const ssh_hostkey_order[] = {
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+    "ssh-rsa",
+};
 
 enum ssh_state {
 	SSH_ST_NEW,
@@ -61,9 +90,8 @@ enum ssh_state {
 	SSH_ST_IDLE,
 	SSH_ST_CHAN_OPEN,
 	SSH_ST_CHAN_EXEC,
-	SSH_ST_CHAN_SEND_EOF,
 	SSH_ST_CHAN_READ,
-	SSH_ST_CHAN_SIGNAL,
+	SSH_ST_CHAN_STOP,
 	SSH_ST_CHAN_CLOSE,
 	SSH_ST_CHAN_WAIT_CLOSED,
 	SSH_ST_CHAN_FREE,
@@ -110,7 +138,7 @@ struct ssh_conn {
 	/* ssh_exec */
 	LIBSSH2_CHANNEL *ch;
 	const char *cmd;
-	int started; /* the command runs: signal it when giving up */
+	int started; /* the command runs: stop it when giving up */
 	ssh_line_cb line;
 	void *line_arg;
 	struct ssh_linebuf lines[2];
@@ -133,9 +161,8 @@ static int ssh_st_hostkey(struct ssh_conn *c, char *err, size_t errlen);
 static int ssh_st_auth(struct ssh_conn *c, char *err, size_t errlen);
 static int ssh_st_chan_open(struct ssh_conn *c, char *err, size_t errlen);
 static int ssh_st_chan_exec(struct ssh_conn *c, char *err, size_t errlen);
-static int ssh_st_chan_send_eof(struct ssh_conn *c, char *err, size_t errlen);
 static int ssh_st_chan_read(struct ssh_conn *c, char *err, size_t errlen);
-static int ssh_st_chan_signal(struct ssh_conn *c, char *err, size_t errlen);
+static int ssh_st_chan_stop(struct ssh_conn *c, char *err, size_t errlen);
 static int ssh_st_chan_close(struct ssh_conn *c, char *err, size_t errlen);
 static int ssh_st_chan_wait_closed(struct ssh_conn *c, char *err, size_t errlen);
 static int ssh_st_chan_free(struct ssh_conn *c, char *err, size_t errlen);
@@ -161,9 +188,8 @@ static const struct {
     [SSH_ST_IDLE] = {"idle", NULL},
     [SSH_ST_CHAN_OPEN] = {"channel open", ssh_st_chan_open},
     [SSH_ST_CHAN_EXEC] = {"exec", ssh_st_chan_exec},
-    [SSH_ST_CHAN_SEND_EOF] = {"stdin eof", ssh_st_chan_send_eof},
     [SSH_ST_CHAN_READ] = {"read output", ssh_st_chan_read},
-    [SSH_ST_CHAN_SIGNAL] = {"signal", ssh_st_chan_signal},
+    [SSH_ST_CHAN_STOP] = {"stop command", ssh_st_chan_stop},
     [SSH_ST_CHAN_CLOSE] = {"channel close", ssh_st_chan_close},
     [SSH_ST_CHAN_WAIT_CLOSED] = {"channel wait closed", ssh_st_chan_wait_closed},
     [SSH_ST_CHAN_FREE] = {"channel free", ssh_st_chan_free},
@@ -362,6 +388,32 @@ ssh_st_connect(struct ssh_conn *c, char *err, size_t errlen)
 		       strerror(c->connect_errno != 0 ? c->connect_errno : EHOSTUNREACH));
 }
 
+/* Sets ssh_hostkey_order, keeping only what this libssh2 supports: libssh2 1.10 strips
+ * unknown names itself with an overlapping memcpy. */
+static int
+ssh_hostkey_pref(struct ssh_conn *c)
+{
+	const char **algs = NULL;
+	char pref[512] = "";
+	int n = libssh2_session_supported_algs(c->s, LIBSSH2_METHOD_HOSTKEY, &algs), rc;
+
+	if (n <= 0)
+		return -1;
+	for (size_t i = 0; i < sizeof(ssh_hostkey_order) / sizeof(ssh_hostkey_order[0]); i++)
+		for (int k = 0; k < n; k++)
+			if (strcmp(algs[k], ssh_hostkey_order[i]) == 0) {
+				if (pref[0] != '\0')
+					strcat(pref, ",");
+				strcat(pref, ssh_hostkey_order[i]);
+				break;
+			}
+	libssh2_free(c->s, algs);
+	if (pref[0] == '\0')
+		return -1;
+	rc = libssh2_session_method_pref(c->s, LIBSSH2_METHOD_HOSTKEY, pref);
+	return rc == 0 ? 0 : -1;
+}
+
 static int
 ssh_st_handshake(struct ssh_conn *c, char *err, size_t errlen)
 {
@@ -371,8 +423,7 @@ ssh_st_handshake(struct ssh_conn *c, char *err, size_t errlen)
 		if ((c->s = libssh2_session_init_ex(NULL, NULL, NULL, c)) == NULL)
 			return err_set(err, errlen, ERR_NOMEM, "cannot start an SSH session");
 		libssh2_session_set_blocking(c->s, 0);
-		if (libssh2_session_method_pref(c->s, LIBSSH2_METHOD_HOSTKEY, SSH_HOSTKEY_PREF) !=
-		    0)
+		if (ssh_hostkey_pref(c) != 0)
 			return err_set(err, errlen, ERR_INTERNAL, "host key preference: %s",
 				       ssh_lib_err(c));
 	}
@@ -442,6 +493,32 @@ ssh_wipe_key(struct ssh_conn *c)
 	}
 }
 
+/* Errors of the connection itself, as opposed to the request. */
+static int
+ssh_transport_error(int rc)
+{
+	switch (rc) {
+	case LIBSSH2_ERROR_SOCKET_NONE:
+	case LIBSSH2_ERROR_BANNER_RECV:
+	case LIBSSH2_ERROR_BANNER_SEND:
+	case LIBSSH2_ERROR_INVALID_MAC:
+	case LIBSSH2_ERROR_KEX_FAILURE:
+	case LIBSSH2_ERROR_SOCKET_SEND:
+	case LIBSSH2_ERROR_KEY_EXCHANGE_FAILURE:
+	case LIBSSH2_ERROR_TIMEOUT:
+	case LIBSSH2_ERROR_DECRYPT:
+	case LIBSSH2_ERROR_SOCKET_DISCONNECT:
+	case LIBSSH2_ERROR_SOCKET_TIMEOUT:
+	case LIBSSH2_ERROR_SOCKET_RECV:
+	case LIBSSH2_ERROR_ENCRYPT:
+	case LIBSSH2_ERROR_BAD_SOCKET:
+	case LIBSSH2_ERROR_ALLOC:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 static int
 ssh_st_auth(struct ssh_conn *c, char *err, size_t errlen)
 {
@@ -457,13 +534,15 @@ ssh_st_auth(struct ssh_conn *c, char *err, size_t errlen)
 			       "login refused: the server does not accept "
 			       "this key for user %s",
 			       c->user);
-	if (rc == LIBSSH2_ERROR_FILE || rc == LIBSSH2_ERROR_METHOD_NOT_SUPPORTED) {
+	if (rc != 0 && ssh_transport_error(rc))
+		return err_set(err, errlen, ERR_IO, "login: %s", ssh_lib_err(c));
+	if (rc != 0) {
+		/* Anything else comes from reading the key ("key too short", "Unable to
+		 * extract public key from private key"): trying again cannot help. */
 		c->fatal = 1;
 		return err_set(err, errlen, ERR_INVAL, "the private key cannot be used: %s",
 			       ssh_lib_err(c));
 	}
-	if (rc != 0)
-		return err_set(err, errlen, ERR_IO, "login: %s", ssh_lib_err(c));
 	ssh_wipe_key(c);
 	ka = c->io_timeout_ms / 3000;
 	libssh2_keepalive_config(c->s, 1, (unsigned)(ka > 0 ? ka : 1));
@@ -603,9 +682,9 @@ ssh_wait(const struct ssh_opts *o, long wait_ms, ssh_progress_cb progress, void 
 	 struct ssh_conn **out, char *seen_fp, size_t seenlen, char *err, size_t errlen)
 {
 	int64_t start = time_mono_ms(), end = start + (wait_ms > 0 ? wait_ms : 0), now;
-	long backoff = SSH_BACKOFF_MIN_MS;
+	long backoff = SSH_BACKOFF_MIN_MS, limit;
 	char name[320], why[768] = "";
-	int attempt, fatal, rc = ERR_TIMEOUT;
+	int attempt, fatal, rc;
 
 	*out = NULL;
 	ssh_name(o, name, sizeof(name));
@@ -613,8 +692,11 @@ ssh_wait(const struct ssh_opts *o, long wait_ms, ssh_progress_cb progress, void 
 		now = time_mono_ms();
 		if (attempt > 1 && now >= end)
 			break;
-		rc = ssh_connect_once(o, end > now ? (long)(end - now) : 1, out, seen_fp, seenlen,
-				      &fatal, why, sizeof(why));
+		/* wait_ms <= 0: one attempt, bounded by the connect timeout alone. */
+		limit = 0;
+		if (wait_ms > 0)
+			limit = end > now ? (long)(end - now) : 1;
+		rc = ssh_connect_once(o, limit, out, seen_fp, seenlen, &fatal, why, sizeof(why));
 		if (rc == 0) {
 			if (attempt > 1)
 				log_info("ssh %s: up after %d attempts", name, attempt);
@@ -735,20 +817,6 @@ ssh_st_chan_exec(struct ssh_conn *c, char *err, size_t errlen)
 	if (rc != 0)
 		return err_set(err, errlen, ERR_IO, "starting the command: %s", ssh_lib_err(c));
 	c->started = 1;
-	ssh_set_state(c, SSH_ST_CHAN_SEND_EOF);
-	return 0;
-}
-
-static int
-ssh_st_chan_send_eof(struct ssh_conn *c, char *err, size_t errlen)
-{
-	int rc = libssh2_channel_send_eof(c->ch);
-
-	if (rc == LIBSSH2_ERROR_EAGAIN)
-		return SSH_AGAIN;
-	if (rc != 0)
-		return err_set(err, errlen, ERR_IO, "closing the command's stdin: %s",
-			       ssh_lib_err(c));
 	ssh_set_state(c, SSH_ST_CHAN_READ);
 	return 0;
 }
@@ -785,21 +853,18 @@ ssh_st_chan_read(struct ssh_conn *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* Giving up on a running command: SIGTERM to its process group (RFC 4254 6.9; OpenSSH
- * delivers it with killpg). A server that refuses is not an error: closing follows. */
+/* Giving up on a running command: EOF on its stdin makes SSH_EXEC_WRAPPER end it; then
+ * the output is read to its end as usual. */
 static int
-ssh_st_chan_signal(struct ssh_conn *c, char *err, size_t errlen)
+ssh_st_chan_stop(struct ssh_conn *c, char *err, size_t errlen)
 {
-	int rc = libssh2_channel_process_startup(c->ch, "signal", 6, "TERM", 4);
+	int rc = libssh2_channel_send_eof(c->ch);
 
-	(void)err;
-	(void)errlen;
 	if (rc == LIBSSH2_ERROR_EAGAIN)
 		return SSH_AGAIN;
 	if (rc != 0)
-		log_debug("ssh %s: the server did not take the signal: %s", c->name,
-			  ssh_lib_err(c));
-	ssh_set_state(c, SSH_ST_CHAN_CLOSE);
+		return err_set(err, errlen, ERR_IO, "stopping the command: %s", ssh_lib_err(c));
+	ssh_set_state(c, SSH_ST_CHAN_READ);
 	return 0;
 }
 
@@ -878,8 +943,8 @@ ssh_st_chan_free(struct ssh_conn *c, char *err, size_t errlen)
 	return 0;
 }
 
-/* After a failed or abandoned exec: signal the command if it runs, close the channel,
- * free it. When even that fails the connection is given up. */
+/* After a failed or abandoned exec: stop the command if it runs and read it to its end,
+ * close the channel, free it. When even that fails the connection is given up. */
 static void
 ssh_chan_wind_down(struct ssh_conn *c)
 {
@@ -892,8 +957,8 @@ ssh_chan_wind_down(struct ssh_conn *c)
 		return;
 	}
 	c->winding = 1;
-	if (c->started && (c->state == SSH_ST_CHAN_SEND_EOF || c->state == SSH_ST_CHAN_READ))
-		ssh_set_state(c, SSH_ST_CHAN_SIGNAL);
+	if (c->started && c->state == SSH_ST_CHAN_READ)
+		ssh_set_state(c, SSH_ST_CHAN_STOP);
 	else if (c->state != SSH_ST_CHAN_FREE)
 		ssh_set_state(c, SSH_ST_CHAN_CLOSE);
 	if (ssh_drive(c, SSH_ST_IDLE, time_mono_ms() + SSH_WIND_DOWN_MS, 0, why, sizeof(why)) !=
@@ -913,6 +978,8 @@ ssh_ready(struct ssh_conn *c, char *err, size_t errlen)
 		return err_set(err, errlen, ERR_IO,
 			       "ssh %s: the connection is unusable after an earlier failure",
 			       c->name);
+	/* The connection may have sat idle: the dead-peer clock starts now. */
+	c->last_io = time_mono_ms();
 	return 0;
 }
 
@@ -921,17 +988,30 @@ ssh_exec(struct ssh_conn *c, const char *const *argv, ssh_line_cb line, void *ar
 	 int *exit_status, char *err, size_t errlen)
 {
 	char why[768];
+	const char **full = NULL;
 	char *cmd = NULL;
+	size_t n = 0;
 	int rc;
 
 	*exit_status = -1;
 	if ((rc = ssh_ready(c, err, errlen)) != 0)
 		return rc;
-	if ((cmd = ssh_quote_argv(argv)) == NULL)
+	while (argv != NULL && argv[n] != NULL)
+		n++;
+	if (n == 0)
+		return err_set(err, errlen, ERR_INVAL, "ssh %s: no command given", c->name);
+	if ((full = calloc(n + 5, sizeof(*full))) == NULL)
+		return err_set(err, errlen, ERR_NOMEM, "out of memory");
+	full[0] = "sh";
+	full[1] = "-c";
+	full[2] = SSH_EXEC_WRAPPER;
+	full[3] = "stoke-exec";
+	memcpy(full + 4, argv, n * sizeof(*full));
+	cmd = ssh_quote_argv(full);
+	free(full);
+	if (cmd == NULL)
 		return err_set(err, errlen, ERR_INVAL,
-			       "ssh %s: the command is empty or longer "
-			       "than %u bytes",
-			       c->name, SSH_CMD_MAX);
+			       "ssh %s: the command is longer than %u bytes", c->name, SSH_CMD_MAX);
 	c->cmd = cmd;
 	c->line = line;
 	c->line_arg = arg;
@@ -1156,6 +1236,10 @@ ssh_upload(struct ssh_conn *c, const char *path, const void *data, size_t len, i
 			     path != NULL ? path : "");
 		goto out;
 	}
+	if (data == NULL && len > 0) {
+		rc = err_set(err, errlen, ERR_INVAL, "ssh %s: upload %s: no data", c->name, path);
+		goto out;
+	}
 	if (mode < 0 || mode > 07777) {
 		rc = err_set(err, errlen, ERR_INVAL, "ssh %s: upload %s: bad mode %o", c->name,
 			     path, mode);
@@ -1192,7 +1276,7 @@ ssh_upload(struct ssh_conn *c, const char *path, const void *data, size_t len, i
 			      why, sizeof(why));
 	}
 	if (rc != 0) {
-		err_set(err, errlen, rc, "upload %s: %s", path, why);
+		err_set(err, errlen, rc, "%s (moving the upload of %s into place)", why, path);
 		goto out;
 	}
 	if (status != 0) {

@@ -46,8 +46,9 @@ struct ssh_opts {
 	/* Dead-peer detection once logged in: keepalives go out every io_timeout/3 and a
 	 * server that sends nothing for io_timeout_ms is given up on; 0 = 60000. */
 	long io_timeout_ms;
-	/* Polled at least every 100 ms while a call blocks (NULL = never cancelled);
-	 * non-zero makes the call stop with ERR_CANCELLED. A job passes job_cancelled. */
+	/* Polled about every 100 ms while a call blocks (NULL = never cancelled); non-zero
+	 * makes the call stop with ERR_CANCELLED. A job step passes a two-line adapter that
+	 * returns job_cancelled(ctx), which also covers the job's time limit. */
 	int (*cancel_cb)(void *arg);
 	void *cancel_arg;
 };
@@ -83,13 +84,15 @@ typedef void (*ssh_line_cb)(void *arg, enum ssh_stream stream, const char *text,
 /*
  * Runs argv[0] with its arguments on the server. sshd always hands a command to the login
  * shell, so every argument is single-quoted (ssh_quote_argv) and arrives literally; the
- * login shell must be a POSIX one (sh, bash, dash). stdin is closed at once. Output is
- * streamed to line (may be NULL) as it arrives, stdout and stderr separately, each in
+ * login shell must be a POSIX one (sh, bash, dash). The command runs under a small
+ * constant `sh -c` wrapper, in its own session (setsid), with stdin from /dev/null. Output
+ * is streamed to line (may be NULL) as it arrives, stdout and stderr separately, each in
  * order. Returns 0 when the command ran to its end, with *exit_status its exit code, or
- * 128 + the signal number when a signal ended it. timeout_ms (0 = none) bounds the
- * whole call: ERR_TIMEOUT; a cancel gives ERR_CANCELLED. In both cases the command's
- * process group is sent SIGTERM (the "signal" channel request, OpenSSH >= 7.9) and the
- * channel closed; the connection stays usable.
+ * 128 + the signal number when a signal ended it. timeout_ms (0 = none) bounds the whole
+ * call: ERR_TIMEOUT; a cancel gives ERR_CANCELLED. In both cases the wrapper sends SIGTERM
+ * to the command's process group (as it does when the connection dies), what it still
+ * prints is delivered, and the connection stays usable; a command that outlives
+ * SIGTERM by 5 s costs the connection (later calls fail; reconnect).
  */
 int ssh_exec(struct ssh_conn *c, const char *const *argv, ssh_line_cb line, void *arg,
 	     long timeout_ms, int *exit_status, char *err, size_t errlen);

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <limits.h>
 #include <net/if.h>
@@ -299,6 +300,53 @@ ssh_test_netns(void)
 	return 1;
 }
 
+/* Sends sig to the processes below the main sshd (its per-connection children and theirs):
+ * SIGSTOP makes the server hang without closing anything. Returns how many. */
+static int
+ssh_test_signal_sessions(int sig)
+{
+	pid_t level[2][64];
+	int n[2] = {0, 0}, total = 0;
+
+	for (int depth = 0; depth < 2; depth++) {
+		DIR *d = opendir("/proc");
+		struct dirent *e;
+
+		if (d == NULL)
+			return -1;
+		while ((e = readdir(d)) != NULL) {
+			char path[300], buf[512], *p;
+			long pid = atol(e->d_name), ppid;
+			int fd, r, match = 0;
+
+			if (pid <= 0)
+				continue;
+			snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+			if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+				continue;
+			r = (int)read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (r <= 0)
+				continue;
+			buf[r] = '\0';
+			if ((p = strrchr(buf, ')')) == NULL ||
+			    sscanf(p + 1, " %*c %ld", &ppid) != 1)
+				continue;
+			if (depth == 0)
+				match = ppid == ssh_test.sshd[0];
+			for (int i = 0; depth == 1 && i < n[0]; i++)
+				match |= ppid == level[0][i];
+			if (match && n[depth] < 64)
+				level[depth][n[depth]++] = (pid_t)pid;
+		}
+		closedir(d);
+	}
+	for (int depth = 0; depth < 2; depth++)
+		for (int i = 0; i < n[depth]; i++)
+			total += kill(level[depth][i], sig) == 0;
+	return total;
+}
+
 static struct ssh_opts
 ssh_test_opts(int port, const char *key)
 {
@@ -378,6 +426,18 @@ ssh_test_line_cb(void *arg, enum ssh_stream stream, const char *text, size_t len
 		o->second_at = time_mono_ms();
 	if (o->cancel_on != NULL && strcmp(text, o->cancel_on) == 0)
 		*o->cancel = 1;
+}
+
+static volatile int *ssh_test_freeze_on;
+static int ssh_test_frozen;
+
+/* ssh_test_line_cb, and once the flag goes up: SIGSTOP to the server's session processes. */
+static void
+ssh_test_freeze_line_cb(void *arg, enum ssh_stream stream, const char *text, size_t len)
+{
+	ssh_test_line_cb(arg, stream, text, len);
+	if (ssh_test_freeze_on != NULL && *ssh_test_freeze_on && ssh_test_frozen == 0)
+		ssh_test_frozen = ssh_test_signal_sessions(SIGSTOP);
 }
 
 /* --- setup ---------------------------------------------------------------------------- */
@@ -999,6 +1059,54 @@ test_exec_cancel(void **state)
 	ssh_close(c);
 }
 
+/* A command that prints nothing for longer than io_timeout is fine (keepalives answer);
+ * a server that stops answering is given up on after io_timeout. */
+static void
+test_exec_dead_server(void **state)
+{
+	const char *quiet[] = {"sleep", "4", NULL};
+	const char *argv[] = {"sh", "-c", "echo ready; exec sleep 30", NULL};
+	struct ssh_opts opts = ssh_test_opts(ssh_test.port, ssh_test.key);
+	struct ssh_conn *c = NULL;
+	struct ssh_test_out o;
+	volatile int stopped = 0;
+	char err[512];
+	int64_t t0;
+	int status = -1;
+
+	(void)state;
+	opts.io_timeout_ms = 2500;
+	SSH_TEST_EXPECT(ssh_connect(&opts, &c, NULL, 0, err, sizeof(err)), 0);
+	SSH_TEST_EXPECT(ssh_exec(c, quiet, NULL, NULL, 20000, &status, err, sizeof(err)), 0);
+	assert_int_equal(status, 0);
+
+	ssh_test_out_init(&o);
+	o.cancel_on = "ready"; /* here: the moment to freeze the server */
+	o.cancel = &stopped;
+	/* Freeze the server from the line callback: pass through a flag the callback sets. */
+	t0 = time_mono_ms();
+	{
+		int rc;
+
+		ssh_test_frozen = 0;
+		ssh_test_freeze_on = &stopped;
+		rc = ssh_exec(c, argv, ssh_test_freeze_line_cb, &o, 60000, &status, err,
+			      sizeof(err));
+		ssh_test_freeze_on = NULL;
+		ssh_test_signal_sessions(SIGCONT);
+		if (rc != ERR_TIMEOUT)
+			fail_msg("ssh_exec returned %d: %s", rc, err);
+	}
+	assert_true(ssh_test_frozen > 0);
+	assert_true(time_mono_ms() - t0 < 15000);
+	assert_non_null(strstr(err, "the server sent nothing for 2 s"));
+	ssh_test_out_fini(&o);
+	/* The connection is given up: later calls say so instead of hanging. */
+	SSH_TEST_EXPECT(ssh_exec(c, quiet, NULL, NULL, 20000, &status, err, sizeof(err)), ERR_IO);
+	assert_non_null(strstr(err, "unusable"));
+	ssh_close(c);
+}
+
 /* --- upload --------------------------------------------------------------------------- */
 
 /* Entries of dir other than . and .. */
@@ -1118,6 +1226,7 @@ main(void)
 	    cmocka_unit_test(test_exec_big_output),
 	    cmocka_unit_test(test_exec_timeout),
 	    cmocka_unit_test(test_exec_cancel),
+	    cmocka_unit_test(test_exec_dead_server),
 	    cmocka_unit_test(test_upload),
 	};
 	const char *dbg = getenv("STOKE_TEST_DEBUG");

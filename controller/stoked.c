@@ -19,7 +19,10 @@
 #include "enroll.h"
 #include "hub.h"
 #include "secrets.h"
+#include "provision.h"
 #include "sites.h"
+#include "keys.h"
+#include "batches.h"
 #include "ssh.h"
 #include "atomicfile.h"
 #include "crypto.h"
@@ -309,6 +312,55 @@ out:
 	return rc;
 }
 
+/* Provider tokens given in the configuration are sealed into the database (and used from
+ * there); the provisioning jobs get the rest of their settings. */
+static int
+stoked_provision(const struct stoked_config *cfg, unsigned agent_port, char *err, size_t errlen)
+{
+	struct provision_config pc = {0};
+	struct store *s = store_thread();
+	const char *names[] = {"digitalocean", "hetzner"};
+	const char *tokens[] = {cfg->digitalocean_token, cfg->hetzner_token};
+	char key[64], url[320], host[256], *sealed;
+	int i, rc;
+
+	for (i = 0; i < 2; i++) {
+		if (tokens[i] == NULL || tokens[i][0] == '\0')
+			continue;
+		snprintf(key, sizeof(key), "token.%s", names[i]);
+		if ((rc = secrets_seal(tokens[i], key, &sealed, err, errlen)) != 0)
+			return rc;
+		rc = store_exec(
+		    s,
+		    "INSERT INTO settings (key, value, sealed, updated_at) VALUES (?,?,1,?)"
+		    " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+		    " sealed = 1, updated_at = excluded.updated_at",
+		    "ssi", key, sealed, store_now_ms());
+		free(sealed);
+		if (rc != 0)
+			return err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
+		log_info("provider %s: API token imported (sealed)", names[i]);
+	}
+	snprintf(host, sizeof(host), "%s", cfg->agent_listen);
+	if (strrchr(host, ':'))
+		*strrchr(host, ':') = '\0';
+	if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	if (cfg->agent_public_url && cfg->agent_public_url[0])
+		snprintf(url, sizeof(url), "%s", cfg->agent_public_url);
+	else
+		snprintf(url, sizeof(url), "tls+tcp://%s:%u", host, agent_port);
+	pc.data_dir = cfg->data_dir;
+	pc.server_name = cfg->agent_server_name;
+	pc.agent_url = url;
+	pc.agent_binary = cfg->agent_binary;
+	pc.scripts_dir = cfg->provision_scripts;
+	pc.unit_file = cfg->agent_unit;
+	pc.do_url = cfg->digitalocean_url;
+	pc.hz_url = cfg->hetzner_url;
+	return provision_configure(&pc, err, errlen);
+}
+
 /* The first start of an empty store makes an admin token and shows it once. */
 static int
 stoked_first_token(const char *api_url, char *err, size_t errlen)
@@ -347,6 +399,9 @@ stoked_main(int argc, char **argv)
 
 	/* Built-in job types; test builds may have registered theirs before. */
 	sites_register();
+	provision_register();
+	keys_register();
+	batches_register();
 	ssh_global_init();
 	if (argc > 1 && strcmp(argv[1], "token") == 0)
 		return stoked_token(argc - 1, argv + 1);
@@ -420,6 +475,10 @@ stoked_main(int argc, char **argv)
 		if (atomicfile_write(path, line, (size_t)n, 0644, (uid_t)-1, (gid_t)-1, err,
 				     sizeof(err)) != 0)
 			log_warnx("%s", err);
+	}
+	if (stoked_provision(&cfg, hub_port(hub), err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
 	}
 	/* api.url is written last: tests and tools wait for it to know everything listens. */
 	snprintf(path, sizeof(path), "%s/api.url", cfg.data_dir);

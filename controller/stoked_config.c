@@ -50,6 +50,22 @@ const struct config_opt stoked_config_opts[] = {
      stoked_config_dns, "DNS name in the controller's agent certificate, verified by agents"},
     {"agent_park", CONFIG_DURATION, OPT(agent_park), "25s", 100, 300000, NULL,
      "how long an idle agent's poll is held before a no-op answer"},
+    {"agent_public_url", CONFIG_STRING, OPT(agent_public_url), "", 0, 0, NULL,
+     "tls+tcp://HOST:PORT that new servers' agents dial (empty: the agent listener)"},
+    {"agent_binary", CONFIG_STRING, OPT(agent_binary), STOKE_DEFAULT_AGENT, 0, 0, NULL,
+     "the stoke-agent binary installed on new servers"},
+    {"provision_scripts", CONFIG_STRING, OPT(provision_scripts), STOKE_DEFAULT_SCRIPTS, 0, 0, NULL,
+     "folder holding provision.sh and install-agent.sh"},
+    {"agent_unit", CONFIG_STRING, OPT(agent_unit), STOKE_DEFAULT_UNIT, 0, 0, NULL,
+     "systemd unit installed with the agent"},
+    {"digitalocean_url", CONFIG_STRING, OPT(digitalocean_url), "https://api.digitalocean.com", 0, 0,
+     NULL, "DigitalOcean API base URL (the stand-in cloud's in tests and the demo)"},
+    {"digitalocean_token", CONFIG_STRING, OPT(digitalocean_token), "", 0, 0, NULL,
+     "DigitalOcean API token; imported sealed into the database at start"},
+    {"hetzner_url", CONFIG_STRING, OPT(hetzner_url), "https://api.hetzner.cloud", 0, 0, NULL,
+     "Hetzner Cloud API base URL"},
+    {"hetzner_token", CONFIG_STRING, OPT(hetzner_token), "", 0, 0, NULL,
+     "Hetzner Cloud API token; imported sealed into the database at start"},
 };
 
 const size_t stoked_config_nopts = sizeof(stoked_config_opts) / sizeof(stoked_config_opts[0]);

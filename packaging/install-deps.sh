@@ -8,7 +8,7 @@ packages=(
   libssl-dev libsqlite3-dev sqlite3 libmicrohttpd-dev libjansson-dev
   libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libcmocka-dev
   libnng-dev libmbedtls-dev libssh2-1-dev
-  openssh-server openssh-client nginx curl wrk socat jq openssl python3
+  openssh-server openssh-client nginx curl wrk socat jq openssl python3 shellcheck
 )
 
 missing=()

@@ -5,7 +5,7 @@
 # systemctl...) to show that the first run does the work and the second changes nothing.
 set -euo pipefail
 : "${STOKE_BUILD:=unused}"
-# shellcheck source=tests/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 scripts=("$STOKE_SRC"/provision-scripts/*.sh "$STOKE_SRC"/packaging/*.sh "${BASH_SOURCE[0]}")
@@ -58,7 +58,7 @@ for a in "$@"; do
 	case $a in
 	install) inst=1 ;;
 	-*) ;;
-	*) [ $inst = 1 ] && : >"$state/pkg_$a" ;;
+	*) if [ $inst = 1 ]; then : >"$state/pkg_$a"; fi ;;
 	esac
 done
 EOF
