@@ -20,7 +20,7 @@
 	"SELECT id, name, provider, region, size, image, provider_id, ipv4, ssh_port,"             \
 	" ssh_user, host_key_sha256, state, progress, message, checklist, error,"                  \
 	" failed_step, failed_at, agent_status, agent_version, last_seen, facts,"                  \
-	" created_at, updated_at, sites_root, deploy_user FROM servers"
+	" created_at, updated_at, sites_root, deploy_user, ssh_public_key FROM servers"
 
 static const char *const api_servers_providers[] = {"digitalocean", "hetzner", "custom", NULL};
 
@@ -184,6 +184,24 @@ api_servers_check_provider(const char *field, const json_t *v, char *err, size_t
 		       field);
 }
 
+/* "SHA256:" and 43 characters of unpadded base64, as `ssh-keygen -lf` prints. */
+static int
+api_servers_check_fp(const char *field, const json_t *v, char *err, size_t errlen)
+{
+	const char *p = json_string_value(v);
+	size_t i;
+
+	if (strncmp(p, "SHA256:", 7) != 0 || strlen(p) != 7 + 43)
+		return err_set(err, errlen, ERR_INVAL,
+			       "%s: must be SHA256: and 43 base64 characters (ssh-keygen -lf)",
+			       field);
+	for (i = 7; p[i]; i++)
+		if (!((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= 'a' && p[i] <= 'z') ||
+		      (p[i] >= '0' && p[i] <= '9') || p[i] == '+' || p[i] == '/'))
+			return err_set(err, errlen, ERR_INVAL, "%s: not base64", field);
+	return 0;
+}
+
 static const struct api_field api_servers_create_fields[] = {
     {"name", API_JSON_STRING, 1, api_servers_check_name},
     {"provider", API_JSON_STRING, 1, api_servers_check_provider},
@@ -194,6 +212,7 @@ static const struct api_field api_servers_create_fields[] = {
     {"ssh_port", API_JSON_INTEGER, 0, api_check_port},
     {"ssh_user", API_JSON_STRING, 0, api_check_user},
     {"tags", API_JSON_ARRAY, 0, api_check_tags},
+    {"host_key_sha256", API_JSON_STRING, 0, api_servers_check_fp},
     {NULL, 0, 0, NULL},
 };
 
@@ -279,8 +298,9 @@ api_servers_insert(struct api_req *r, struct store *s, json_t *body)
 		goto dbfail;
 	if (store_exec(s,
 		       "INSERT INTO servers (name, provider, region, size, image, ipv4, ssh_port,"
-		       " ssh_user, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-		       "ssssssisii", json_string_value(json_object_get(body, "name")), provider,
+		       " ssh_user, host_key_sha256, created_at, updated_at)"
+		       " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+		       "ssssssissii", json_string_value(json_object_get(body, "name")), provider,
 		       json_string_value(json_object_get(body, "region")),
 		       json_string_value(json_object_get(body, "size")),
 		       json_string_value(json_object_get(body, "image")),
@@ -291,7 +311,8 @@ api_servers_insert(struct api_req *r, struct store *s, json_t *body)
 		       json_object_get(body, "ssh_user")
 			   ? json_string_value(json_object_get(body, "ssh_user"))
 			   : "root",
-		       now, now) != 0) {
+		       json_string_value(json_object_get(body, "host_key_sha256")), now,
+		       now) != 0) {
 		if (store_err_is_unique(s)) {
 			store_rollback(s);
 			api_reply_error(r, 409, "conflict", "name: a server with that name exists");
@@ -304,6 +325,13 @@ api_servers_insert(struct api_req *r, struct store *s, json_t *body)
 		store_exec(s, "INSERT OR IGNORE INTO server_tags (server_id, tag) VALUES (?, ?)",
 			   "is", id, json_string_value(json_array_get(tags, i)));
 	sm_check(s, &sm_server, id, "agent hello", 0, 1, NULL);
+	/* An existing server must trust Stoke's key before the job can log in: show it now. */
+	if (strcmp(provider, "custom") == 0 &&
+	    (rc = provision_keypair(s, id, err, sizeof(err))) != 0) {
+		store_rollback(s);
+		api_reply_err(r, rc, err);
+		return;
+	}
 	events_emit(s, api_req_actor(r), "server.created", "server", id, NULL);
 	if ((rc = provision_start(s, id, api_req_actor(r), &job, err, sizeof(err))) != 0) {
 		store_rollback(s);

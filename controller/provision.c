@@ -199,15 +199,14 @@ prov_check(struct job_ctx *ctx, const char *item, const char *detail)
 
 /* ---- steps ---- */
 
-static int
-prov_step_keypair(struct job_ctx *ctx, char *err, size_t errlen)
+int
+provision_keypair(struct store *s, int64_t id, char *err, size_t errlen)
 {
-	struct store *s = job_store(ctx);
 	struct prov_server v;
 	char *priv = NULL, *pub = NULL, *sealed = NULL, aad[64], comment[96];
 	int rc;
 
-	if ((rc = prov_load(s, job_resource_id(ctx), &v, err, errlen)) != 0)
+	if ((rc = prov_load(s, id, &v, err, errlen)) != 0)
 		return rc;
 	if (v.pub && v.priv_sealed)
 		goto out;
@@ -220,7 +219,6 @@ prov_step_keypair(struct job_ctx *ctx, char *err, size_t errlen)
 		       "UPDATE servers SET ssh_public_key = ?, ssh_private_sealed = ? WHERE id = ?",
 		       "ssi", pub, sealed, v.id) != 0)
 		rc = err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
-	prov_check(ctx, "ssh key pair", NULL);
 out:
 	if (priv)
 		explicit_bzero(priv, strlen(priv));
@@ -228,6 +226,16 @@ out:
 	free(pub);
 	free(sealed);
 	prov_server_fini(&v);
+	return rc;
+}
+
+static int
+prov_step_keypair(struct job_ctx *ctx, char *err, size_t errlen)
+{
+	int rc = provision_keypair(job_store(ctx), job_resource_id(ctx), err, errlen);
+
+	if (rc == 0)
+		prov_check(ctx, "ssh key pair", NULL);
 	return rc;
 }
 

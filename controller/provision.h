@@ -28,6 +28,9 @@ struct provision_config {
 int provision_configure(const struct provision_config *c, char *err, size_t errlen);
 void provision_register(void);
 
+/* Makes the server's SSH key pair unless it has one (private half sealed). Custom servers
+ * get theirs at once, so the API can show the public half to install. */
+int provision_keypair(struct store *s, int64_t id, char *err, size_t errlen);
 /* Queues server.provision for server id (row already written, state pending). */
 int provision_start(struct store *s, int64_t id, const char *actor, int64_t *job_id, char *err,
 		    size_t errlen);

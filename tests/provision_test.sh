@@ -80,3 +80,53 @@ ok "fault at the provider: rolled back with nothing left; retry succeeds"
 J=$(api -X DELETE "$T_URL/api/v1/servers/web-2" | jq -r .job_id)
 [ "$(job_final "$J")" = done ] || fail "delete web-2"
 ok "cleaned up"
+
+# A custom server: an existing machine reached over SSH (here a plain local sshd, whose
+# sessions are told to stay inside a sandbox folder).
+SSHD_DIR=$T_TMP/custom
+mkdir -p "$SSHD_DIR/root" /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$SSHD_DIR/host_key"
+: >"$SSHD_DIR/authorized_keys"
+SPORT=$(t_free_port)
+cat >"$SSHD_DIR/sshd_config" <<EOC
+ListenAddress 127.0.0.1
+Port $SPORT
+HostKey $SSHD_DIR/host_key
+PidFile $SSHD_DIR/sshd.pid
+AuthorizedKeysFile $SSHD_DIR/authorized_keys
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+Subsystem sftp internal-sftp
+SetEnv STOKE_STANDIN_ROOT=$SSHD_DIR/root
+EOC
+/usr/sbin/sshd -D -e -f "$SSHD_DIR/sshd_config" >>"$SSHD_DIR/sshd.log" 2>&1 &
+T_PIDS+=("$!")
+t_wait 10 sh -c "ssh-keyscan -p $SPORT 127.0.0.1 2>/dev/null | grep -q ssh-" || fail "custom sshd did not start"
+out=$(api -X POST "$T_URL/api/v1/servers" -d "{\"name\":\"old-box\",\"provider\":\"custom\",\"ipv4\":\"127.0.0.1\",\"ssh_port\":$SPORT,\"ssh_user\":\"root\"}")
+J=$(echo "$out" | jq -r .job_id)
+KEY=$(echo "$out" | jq -r .server.ssh_public_key)
+[[ "$KEY" == ssh-ed25519\ * ]] || fail "custom server: no public key to install: $out"
+echo "$KEY" >"$SSHD_DIR/authorized_keys"
+[ "$(job_final "$J")" = done ] || fail "custom bootstrap: $(api "$T_URL/api/v1/jobs/$J" | jq -c '{state,step,error}')"
+srv=$(api "$T_URL/api/v1/servers/old-box")
+[ "$(echo "$srv" | jq -r .state)" = active ] && [ "$(echo "$srv" | jq -r .agent.status)" = online ] ||
+	fail "custom server not active/online: $(echo "$srv" | jq -c '{state,agent}')"
+want=$(ssh-keygen -lf "$SSHD_DIR/host_key.pub" | awk '{print $2}')
+[ "$(echo "$srv" | jq -r .host_key_sha256)" = "$want" ] || fail "pinned $(echo "$srv" | jq -r .host_key_sha256), sshd has $want"
+ok "custom server bootstrapped over SSH: host key pinned, agent online"
+
+# A host key given by the user that the server does not have: refused, naming both.
+BOGUS=SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA
+out=$(api -X POST "$T_URL/api/v1/servers" -d "{\"name\":\"impostor\",\"provider\":\"custom\",\"ipv4\":\"127.0.0.1\",\"ssh_port\":$SPORT,\"ssh_user\":\"root\",\"host_key_sha256\":\"$BOGUS\"}")
+J2=$(echo "$out" | jq -r .job_id)
+echo "$out" | jq -r .server.ssh_public_key >>"$SSHD_DIR/authorized_keys"
+st=$(job_final "$J2")
+err=$(api "$T_URL/api/v1/jobs/$J2" | jq -r .error)
+[ "$st" = failed ] && [[ "$err" == *"host key mismatch"*"$BOGUS"*"$want"* ]] || fail "a wrong host key was not refused: $st $err"
+[ "$(api "$T_URL/api/v1/jobs/$J2" | jq -r .attempts)" = 1 ] || fail "a host key mismatch was retried"
+ok "a host key that does not match stops the job at once, naming both fingerprints"
+J2=$(api -X DELETE "$T_URL/api/v1/servers/impostor" | jq -r .job_id)
+[ "$(job_final "$J2")" = done ] || fail "delete impostor"
+J=$(api -X DELETE "$T_URL/api/v1/servers/old-box" | jq -r .job_id)
+[ "$(job_final "$J")" = done ] || fail "delete old-box: $(api "$T_URL/api/v1/jobs/$J" | jq -c '{state,step,error}')"
