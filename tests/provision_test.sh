@@ -128,5 +128,9 @@ err=$(api "$T_URL/api/v1/jobs/$J2" | jq -r .error)
 ok "a host key that does not match stops the job at once, naming both fingerprints"
 J2=$(api -X DELETE "$T_URL/api/v1/servers/impostor" | jq -r .job_id)
 [ "$(job_final "$J2")" = done ] || fail "delete impostor"
+APID=$(cat "$SSHD_DIR/root/var/lib/stoke-agent/agent.pid")
 J=$(api -X DELETE "$T_URL/api/v1/servers/old-box" | jq -r .job_id)
 [ "$(job_final "$J")" = done ] || fail "delete old-box: $(api "$T_URL/api/v1/jobs/$J" | jq -c '{state,step,error}')"
+gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '/^State/ {print $2}' "/proc/$1/status" 2>/dev/null)" = Z ]; }
+t_wait 10 gone "$APID" || fail "the custom server's agent still runs after delete (pid $APID)"
+ok "deleting a custom server stops its agent"
