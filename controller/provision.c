@@ -543,6 +543,39 @@ prov_run(struct job_ctx *ctx, struct ssh_conn *c, const char *const *argv, struc
 	return 0;
 }
 
+struct prov_capture {
+	char text[512];
+};
+
+static void
+prov_capture_line(void *arg, enum ssh_stream stream, const char *text, size_t len)
+{
+	struct prov_capture *c = arg;
+
+	if (stream == SSH_STDOUT && c->text[0] == '\0')
+		snprintf(c->text, sizeof(c->text), "%.*s", (int)len, text);
+}
+
+/* The stand-in cloud's test hosts share the test machine and say so in their sessions'
+ * STOKE_STANDIN_ROOT: sites live inside that folder and run as its owner. */
+static void
+prov_sandbox(struct job_ctx *ctx, struct ssh_conn *c, struct prov_server *v)
+{
+	const char *argv[] = {"sh", "-c", "printf '%s\\n' \"${STOKE_STANDIN_ROOT:-}\"; id -un", NULL};
+	struct prov_capture cap = {{0}};
+	char err[256], root[600];
+	int status = -1;
+
+	if (ssh_exec(c, argv, prov_capture_line, &cap, 30000, &status, err, sizeof(err)) != 0 ||
+	    status != 0 || cap.text[0] != '/')
+		return;
+	snprintf(root, sizeof(root), "%s/var/www", cap.text);
+	store_exec(job_store(ctx), "UPDATE servers SET sites_root = ?, deploy_user = ? WHERE id = ?",
+		   "ssi", root, v->ssh_user, v->id);
+	log_info("server %lld (%s): a stand-in sandbox; sites in %s", (long long)v->id, v->name,
+		 root);
+}
+
 static int
 prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 {
@@ -574,6 +607,7 @@ prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 			goto out;
 	}
 	prov_check(ctx, "provisioned", NULL);
+	prov_sandbox(ctx, c, &v);
 out:
 	ssh_close(c);
 	free(script);
