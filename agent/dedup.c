@@ -215,6 +215,7 @@ dedup_unfinished(struct dedup *d, uint64_t *ids, size_t max)
 {
 	size_t n = d->nunfinished < max ? d->nunfinished : max;
 
-	memcpy(ids, d->unfinished, n * sizeof(*ids));
+	if (n > 0)
+		memcpy(ids, d->unfinished, n * sizeof(*ids));
 	return n;
 }

@@ -1,7 +1,9 @@
 /*
- * api_sites.c: /api/v1/sites: list, get, and create (validated in full, then 501: sites
- * are not built yet, nothing is written). Never shows a site's sealed environment,
- * deploy key or webhook secret. Routed from api.c.
+ * api_sites.c: /api/v1/sites: list, get, create (the deploy key, webhook secret and CI
+ * deploy token are shown once, in its answer), delete, activate/deactivate, rollback,
+ * deploy, and setting the deploy script and environment; the work is queued as jobs
+ * (sites.c). Never shows a site's sealed environment, deploy key or webhook secret
+ * afterwards. Routed from api.c.
  */
 #include "api_json.h"
 

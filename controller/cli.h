@@ -3,7 +3,8 @@
  * exports (name, argument spec, usage, exec), the parsed arguments, calls to the API that
  * print the API's errors, tables for people, --json for scripts, and the progress bar.
  * stoke.c owns main and the dispatch table; cli_output.c implements the helpers;
- * cli_server.c, cli_job.c, cli_token.c are the families.
+ * cli_server.c (with cli_server_set.c), cli_job.c, cli_token.c, cli_site.c, cli_deploy.c are
+ * the families.
  */
 #ifndef STOKE_CLI_H
 #define STOKE_CLI_H
@@ -30,7 +31,7 @@ struct cli {
 	int tty;		  /* stdout is a terminal */
 };
 
-#define CLI_MAX_ARGS 16
+#define CLI_MAX_ARGS 64
 
 /* A command's arguments after parsing: positionals and --options. */
 struct cli_args {
@@ -48,9 +49,11 @@ const char *cli_args_get(const struct cli_args *a, const char *name);
  * One command's descriptor row. opts lists the options it takes, separated by spaces; a
  * trailing '=' means the option takes a value: "tag= state=", "wait". The global options
  * (--json, --url, --token, --help) are taken by every command and are not listed.
+ * A row named "" is the family's default: `stoke deploy SITE` runs it when the word after
+ * the family is not one of its commands.
  */
 struct cli_cmd {
-	const char *name;  /* "list" */
+	const char *name;  /* "list", or "" */
 	const char *opts;  /* "tag= state=" */
 	int min_pos;	   /* positional arguments it needs */
 	int max_pos;	   /* and takes at most */
@@ -70,6 +73,21 @@ struct cli_family {
 extern const struct cli_family cli_server_family;
 extern const struct cli_family cli_job_family;
 extern const struct cli_family cli_token_family;
+extern const struct cli_family cli_site_family;
+extern const struct cli_family cli_deploy_family;
+extern const struct cli_family cli_key_family;
+extern const struct cli_family cli_run_family;
+extern const struct cli_family cli_batch_family;
+
+/* `stoke server set` (cli_server_set.c), a row of cli_server_family's table. */
+int cli_server_set(struct cli *cli, const struct cli_args *args);
+/* `stoke server tag` (cli_server_tag.c), a row of cli_server_family's table. */
+int cli_server_tag(struct cli *cli, const struct cli_args *args);
+/* `stoke server create|delete|retry|log` (cli_server_create.c), rows of the same table. */
+int cli_server_create(struct cli *cli, const struct cli_args *args);
+int cli_server_delete(struct cli *cli, const struct cli_args *args);
+int cli_server_retry(struct cli *cli, const struct cli_args *args);
+int cli_server_log(struct cli *cli, const struct cli_args *args);
 
 /* "stoke: <message>" on stderr. Returns CLI_EXIT_FAIL. */
 int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -121,6 +139,29 @@ struct cli_table *cli_table_new(int ncols, const char *const *headers);
 int cli_table_add(struct cli_table *t, const char *const *cells);
 void cli_table_print(const struct cli_table *t, FILE *f);
 void cli_table_free(struct cli_table *t);
+
+/*
+ * Follows job id (GET /events, resumed after a drop) until it finishes, drawing its progress
+ * unless --json. Returns CLI_EXIT_OK when it ends in `want` ("done", or "cancelled" when
+ * cancelling), otherwise prints why and returns CLI_EXIT_FAIL. With out NULL, --json prints
+ * the finished job; otherwise *out gets it (the caller decrefs; NULL when the job could not
+ * be read) and nothing is printed as JSON. Implemented in cli_job.c.
+ */
+int cli_job_follow(struct cli *cli, int64_t id, const char *want, json_t **out);
+
+/*
+ * Follows deployment id until it ends (cli_deploy.c): prints its log lines as they arrive
+ * (with --json, one JSON object per line), then its result; state changes go to stderr.
+ * Returns CLI_EXIT_OK when it finished, otherwise prints why and returns CLI_EXIT_FAIL.
+ * With out NULL, --json also prints the ended deployment; otherwise *out gets it (the caller
+ * decrefs) and --json prints nothing.
+ */
+int cli_deploy_follow(struct cli *cli, int64_t id, json_t **out);
+
+/* Adds the server selector options --server A,B (ids or names) | --tag T | --all to a
+ * request body as "servers", "tag" or "all". Returns 0, or a usage error when several are
+ * given or (required) none is. Implemented in cli_key.c; `stoke run` uses it too. */
+int cli_selector(const struct cli_args *args, json_t *body, int required);
 
 /* "label:   value" lines for show commands. */
 void cli_field(const char *label, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

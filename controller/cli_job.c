@@ -248,12 +248,9 @@ cli_job_last_event(struct cli *cli, int64_t id, char *out, size_t outlen)
 	return 0;
 }
 
-/*
- * Follows job id until it finishes. Exits 0 when it ends in `want` ("done" for wait and
- * retry, "cancelled" for cancel), 1 otherwise, saying why on stderr.
- */
-static int
-cli_job_follow(struct cli *cli, int64_t id, const char *want)
+/* See cli.h. */
+int
+cli_job_follow(struct cli *cli, int64_t id, const char *want, json_t **out)
 {
 	struct cli_job_follow f;
 	json_t *job = NULL, *msg;
@@ -261,6 +258,8 @@ cli_job_follow(struct cli *cli, int64_t id, const char *want)
 	const char *state;
 	int ret;
 
+	if (out != NULL)
+		*out = NULL;
 	memset(&f, 0, sizeof(f));
 	f.id = id;
 	f.show = !cli->json;
@@ -293,7 +292,9 @@ cli_job_follow(struct cli *cli, int64_t id, const char *want)
 			goto out;
 	}
 	cli_progress_end(&f.progress);
-	if (cli->json)
+	if (out != NULL)
+		*out = json_incref(job);
+	else if (cli->json)
 		cli_print_json(cli, job);
 	if (strcmp(state, want) == 0) {
 		if (!cli->json)
@@ -331,7 +332,7 @@ cli_job_wait(struct cli *cli, const struct cli_args *args)
 
 	if ((ret = cli_parse_id(args->pos[0], "job", &id)) != 0)
 		return ret;
-	return cli_job_follow(cli, id, "done");
+	return cli_job_follow(cli, id, "done", NULL);
 }
 
 /* POST /jobs/ID/<action>, then follow the job when --wait was given. */
@@ -353,7 +354,7 @@ cli_job_action(struct cli *cli, const struct cli_args *args, const char *action,
 		if (!cli->json)
 			printf("job %" PRId64 ": %s\n", id,
 			       strcmp(action, "cancel") == 0 ? "cancel requested" : "queued again");
-		ret = cli_job_follow(cli, id, want);
+		ret = cli_job_follow(cli, id, want, NULL);
 	} else if (cli->json) {
 		ret = cli_print_json(cli, res);
 	} else if (strcmp(action, "cancel") == 0) {

@@ -1,7 +1,8 @@
 /*
- * cli_server.c: `stoke server list|show`: the fleet as a table, and one server with its
- * lifecycle state, agent presence and facts, and checklist. Creating and deleting servers
- * are not here yet (the API answers 501). stoke.c dispatches here through cli_server_family.
+ * cli_server.c: `stoke server list|show` (and `set`, cli_server_set.c, in the table below):
+ * the fleet as a table, and one server with its lifecycle state, agent presence and facts,
+ * and checklist. Creating, deleting, retrying and the provisioning log are rows of the table
+ * too (cli_server_create.c). stoke.c dispatches here through cli_server_family.
  */
 #include "cli.h"
 #include "err.h"
@@ -150,6 +151,8 @@ cli_server_print(json_t *srv)
 		  cli_jint(srv, "ssh_port"));
 	cli_field("host key:", "%s", cli_jstr(srv, "host_key_sha256"));
 	cli_field("tags:", "%s", tags[0] != '\0' ? tags : "-");
+	cli_field("sites:", "in %s, deployed by %s", cli_jstr(srv, "sites_root"),
+		  cli_jstr(srv, "deploy_user"));
 	cli_field("created:", "%s (%s)", cli_jstr(srv, "created_at"),
 		  cli_age(srv, "created_at", age, sizeof(age)));
 	cli_field("updated:", "%s (%s)", cli_jstr(srv, "updated_at"),
@@ -209,6 +212,21 @@ static const struct cli_cmd cli_server_cmds[] = {
     {"list", "tag= state=", 0, 0, "[--tag T] [--state S]", "list servers", cli_server_list},
     {"show", "", 1, 1, "NAME|ID", "a server: state, agent and its facts, checklist",
      cli_server_show},
+    {"set", "sites-root= deploy-user=", 1, 1, "SERVER [--sites-root DIR] [--deploy-user U]",
+     "where sites go and who runs deploy scripts", cli_server_set},
+    {"tag", "add remove", 1, 33, "SERVER [TAG...] [--add|--remove]",
+     "set a server's tags (or add or remove some; none: show them)", cli_server_tag},
+    {"create", "provider= region= size= image= ipv4= ssh-port= ssh-user= host-key= tag= wait", 1, 1,
+     "NAME --provider digitalocean|hetzner|custom [--region R --size S --image I] [--ipv4 A "
+     "--ssh-port P --ssh-user U] [--host-key SHA256:...] [--tag T]... [--wait]",
+     "create a server (or adopt one: custom) and provision it; --wait shows progress",
+     cli_server_create},
+    {"delete", "wait", 1, 1, "NAME [--wait]", "delete a server: the VM, its provider key, the record",
+     cli_server_delete},
+    {"retry", "wait", 1, 1, "NAME [--wait]", "resume a failed provisioning where it stopped",
+     cli_server_retry},
+    {"log", "follow", 1, 1, "NAME [--follow]",
+     "the provisioning log (--follow: until the server's job ends)", cli_server_log},
 };
 
 const struct cli_family cli_server_family = {

@@ -41,6 +41,9 @@ const char sites_default_script[] =
 static const char sites_switch_script[] =
     "set -eu\n"
     "site=$STOKE_SITE_PATH; rel=$STOKE_RELEASE_PATH\n"
+    "if [ ! -d \"$rel\" ]; then\n" /* pruned: keep serving the current one */
+    "  echo \"release ${rel##*/} is not on the server\" >&2; exit 3\n"
+    "fi\n"
     "mkdir -p \"$site/shared\"\n"
     "if [ \"${STOKE_LINK_SHARED:-1}\" = 1 ]; then\n"
     "  for f in \"$site/shared\"/* \"$site/shared\"/.[!.]*; do\n"
@@ -51,10 +54,14 @@ static const char sites_switch_script[] =
     "ln -sfn \"$rel\" \"$site/current.stoke-tmp\"\n"
     "mv -Tf \"$site/current.stoke-tmp\" \"$site/current\"\n"
     "echo \"now serving ${rel##*/}\"\n"
-    "if [ \"${STOKE_KEEP:-0}\" -gt 0 ]; then\n"
-    "  ls -1 \"$site/releases\" | grep -E '^[0-9]+$' | sort -rn | tail -n +$((STOKE_KEEP + 1)) |\n"
-    "  while read -r old; do\n"
-    "    [ \"$site/releases/$old\" = \"$rel\" ] && continue\n"
+    /* STOKE_KEEP_IDS: the releases to keep (this one and the newest finished ones);
+     * every other numbered release goes, failed ones included */
+    "if [ -n \"${STOKE_KEEP_IDS:-}\" ]; then\n"
+    "  for d in \"$site/releases\"/*; do\n"
+    "    old=${d##*/}\n"
+    "    case $old in ''|*[!0-9]*) continue ;; esac\n"
+    "    case \" $STOKE_KEEP_IDS \" in *\" $old \"*) continue ;; esac\n"
+    "    [ \"$d\" = \"$rel\" ] && continue\n"
     "    rm -rf \"${site:?}/releases/$old\" && echo \"removed release $old\"\n"
     "  done\n"
     "fi\n";
@@ -536,22 +543,37 @@ sites_step_script(struct job_ctx *ctx, char *err, size_t errlen)
 	return rc;
 }
 
-/* Switches `current` to a release (zero-downtime sites). */
+/* Switches `current` to a release (zero-downtime sites). Exit code 3 of the command (see
+ * *command_id) means the release's folder is gone: nothing was changed. */
 static int
 sites_switch(struct job_ctx *ctx, const struct sites_row *r, int64_t release, int prune,
-	     const char *key, const char *owner_kind, int64_t owner_id, char *err, size_t errlen)
+	     const char *key, const char *owner_kind, int64_t owner_id, int64_t *command_id,
+	     char *err, size_t errlen)
 {
-	char dest[4200], keep[16];
+	char dest[4200], keep[1024] = "";
+	struct store_stmt *st;
+	size_t n = 0;
 	int rc;
 
 	sites_release(r, release, dest, sizeof(dest));
-	snprintf(keep, sizeof(keep), "%lld", prune ? (long long)r->keep : 0LL);
+	if (prune) {
+		/* this release and the newest finished ones, keep_releases in all */
+		n = (size_t)snprintf(keep, sizeof(keep), "%lld", (long long)release);
+		st = store_query(job_store(ctx),
+				 "SELECT id FROM deployments WHERE site_id = ? AND state = 'finished'"
+				 " AND release IS NOT NULL AND id != ? ORDER BY id DESC LIMIT ?",
+				 "iii", r->id, release, r->keep > 1 ? r->keep - 1 : (int64_t)0);
+		while (st && store_step(st) == STORE_ROW && n < sizeof(keep) - 24)
+			n += (size_t)snprintf(keep + n, sizeof(keep) - n, " %lld",
+					      (long long)store_col_int(st, 0));
+		store_finalize(st);
+	}
 	rc = sites_run(ctx, r, key, "script",
 		       json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "script",
 				 sites_switch_script, "user", r->user, "env", "STOKE_SITE_PATH",
-				 r->path, "STOKE_RELEASE_PATH", dest, "STOKE_KEEP", keep,
+				 r->path, "STOKE_RELEASE_PATH", dest, "STOKE_KEEP_IDS", keep,
 				 "STOKE_LINK_SHARED", prune ? "1" : "0"),
-		       owner_kind, owner_id, 120000, NULL, NULL, err, errlen);
+		       owner_kind, owner_id, 120000, NULL, command_id, err, errlen);
 	if (rc == 0)
 		store_exec(job_store(ctx), "UPDATE sites SET current_release = ? WHERE id = ?",
 			   "ii", release, r->id);
@@ -570,7 +592,8 @@ sites_step_release(struct job_ctx *ctx, char *err, size_t errlen)
 		return rc;
 	if (r.zero_downtime) {
 		sm_progress(s, &sm_deployment, dep, 90, "switching to the new release");
-		rc = sites_switch(ctx, &r, dep, 1, "cmd:switch", "deployment", dep, err, errlen);
+		rc = sites_switch(ctx, &r, dep, 1, "cmd:switch", "deployment", dep, NULL, err,
+				  errlen);
 	}
 	sites_row_fini(&r);
 	return rc;
@@ -631,17 +654,18 @@ static int
 sites_step_rollback(struct job_ctx *ctx, char *err, size_t errlen)
 {
 	struct store *s = job_store(ctx);
-	int64_t want = sites_payload_int(ctx, "release");
+	int64_t want = sites_payload_int(ctx, "release"), cmd = 0;
 	struct sites_row r;
 	int rc;
 
 	if ((rc = sites_load(s, job_resource_id(ctx), &r, err, errlen)) != 0)
 		return rc;
 	if (!r.zero_downtime) {
+		rc = err_set(err, errlen, ERR_INVAL,
+			     "site %s is not zero-downtime: it has no releases to switch to",
+			     r.domain);
 		sites_row_fini(&r);
-		return err_set(err, errlen, ERR_INVAL,
-			       "site %s is not zero-downtime: it has no releases to switch to",
-			       r.domain);
+		return rc;
 	}
 	if (want == 0)
 		want = store_int(s, 0,
@@ -656,7 +680,13 @@ sites_step_rollback(struct job_ctx *ctx, char *err, size_t errlen)
 		return err_set(err, errlen, ERR_INVAL, "no finished release to roll back to");
 	}
 	job_progress(ctx, 50, "switching to release %lld", (long long)want);
-	rc = sites_switch(ctx, &r, want, 0, "cmd:rollback", "site", r.id, err, errlen);
+	rc = sites_switch(ctx, &r, want, 0, "cmd:rollback", "site", r.id, &cmd, err, errlen);
+	if (rc != 0 && cmd != 0 &&
+	    store_int(s, 0, "SELECT exit_code = 3 FROM commands WHERE id = ?", "i", cmd) == 1)
+		rc = err_set(err, errlen, ERR_NOTFOUND,
+			     "release %lld is no longer on the server (the site keeps %lld"
+			     " releases); still serving the current one",
+			     (long long)want, (long long)r.keep);
 	if (rc == 0)
 		events_emit(s, "system", "site.rolled_back", "site", r.id, NULL);
 	sites_row_fini(&r);

@@ -28,6 +28,11 @@ static const struct cli_family *const stoke_families[] = {
     &cli_server_family,
     &cli_job_family,
     &cli_token_family,
+    &cli_site_family,
+    &cli_deploy_family,
+    &cli_key_family,
+    &cli_run_family,
+    &cli_batch_family,
 };
 #define STOKE_NFAMILIES (sizeof(stoke_families) / sizeof(stoke_families[0]))
 
@@ -39,11 +44,29 @@ struct stoke_opts {
 	int help;
 };
 
+/* "deploy list", or "deploy" for the family's default command (named ""). */
+static const char *
+stoke_cmd_name(const struct cli_family *fam, const struct cli_cmd *cmd, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s%s%s", fam->name, cmd->name[0] != '\0' ? " " : "", cmd->name);
+	return out;
+}
+
+/* "  usage   help", the help on a line of its own below a long usage. */
+static void
+stoke_usage_row(FILE *f, const char *usage, const char *help)
+{
+	if (strlen(usage) > 38)
+		fprintf(f, "  %s\n  %-38s %s\n", usage, "", help);
+	else
+		fprintf(f, "  %-38s %s\n", usage, help);
+}
+
 static void
 stoke_usage(FILE *f)
 {
 	size_t i, j;
-	char line[128];
+	char line[256], name[64];
 
 	fprintf(f, "usage: stoke [--url URL] [--token TOKEN] [--json] COMMAND [ARGS]\n\n"
 		   "Commands:\n");
@@ -51,9 +74,10 @@ stoke_usage(FILE *f)
 		const struct cli_family *fam = stoke_families[i];
 
 		for (j = 0; j < fam->ncmds; j++) {
-			snprintf(line, sizeof(line), "%s %s %s", fam->name, fam->cmds[j].name,
+			snprintf(line, sizeof(line), "%s %s",
+				 stoke_cmd_name(fam, &fam->cmds[j], name, sizeof(name)),
 				 fam->cmds[j].usage);
-			fprintf(f, "  %-38s %s\n", line, fam->cmds[j].help);
+			stoke_usage_row(f, line, fam->cmds[j].help);
 		}
 	}
 	fprintf(f, "  %-38s %s\n", "help [COMMAND]", "this help, or a command's");
@@ -75,13 +99,14 @@ static void
 stoke_family_usage(const struct cli_family *fam, FILE *f)
 {
 	size_t j;
-	char line[128];
+	char line[256], name[64];
 
 	fprintf(f, "usage: stoke %s COMMAND [ARGS] (%s)\n\nCommands:\n", fam->name, fam->help);
 	for (j = 0; j < fam->ncmds; j++) {
-		snprintf(line, sizeof(line), "%s %s %s", fam->name, fam->cmds[j].name,
+		snprintf(line, sizeof(line), "%s %s",
+			 stoke_cmd_name(fam, &fam->cmds[j], name, sizeof(name)),
 			 fam->cmds[j].usage);
-		fprintf(f, "  %-38s %s\n", line, fam->cmds[j].help);
+		stoke_usage_row(f, line, fam->cmds[j].help);
 	}
 	fprintf(f, "\nEvery command also takes --json, --url URL and --token TOKEN.\n");
 }
@@ -89,7 +114,10 @@ stoke_family_usage(const struct cli_family *fam, FILE *f)
 static void
 stoke_cmd_usage(const struct cli_family *fam, const struct cli_cmd *cmd, FILE *f)
 {
-	fprintf(f, "usage: stoke %s %s %s\n  %s\n", fam->name, cmd->name, cmd->usage, cmd->help);
+	char name[64];
+
+	fprintf(f, "usage: stoke %s %s\n  %s\n", stoke_cmd_name(fam, cmd, name, sizeof(name)),
+		cmd->usage, cmd->help);
 }
 
 static const struct cli_family *
@@ -450,7 +478,7 @@ main(int argc, char **argv)
 	struct cli cli = {0};
 	const struct cli_family *fam;
 	const struct cli_cmd *cmd;
-	char names[CLI_MAX_ARGS][64];
+	char names[CLI_MAX_ARGS][64], cname[64];
 	int i, ret, nopts_done = 0;
 
 	memset(&args, 0, sizeof(args));
@@ -484,21 +512,27 @@ main(int argc, char **argv)
 	if ((fam = stoke_find_family(argv[i])) == NULL)
 		return cli_usage_error("unknown command '%s'", argv[i]);
 	i++;
+	/* The command; a family with a default command (named "") runs it when the next word
+	 * is not one of its commands: `stoke deploy SITE`. */
 	if (i >= argc || argv[i][0] == '-') {
 		if (g.help ||
 		    (i < argc && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0))) {
 			stoke_family_usage(fam, stdout);
 			return CLI_EXIT_OK;
 		}
-		stoke_family_usage(fam, stderr);
-		return CLI_EXIT_USAGE;
-	}
-	if ((cmd = stoke_find_cmd(fam, argv[i])) == NULL) {
+		if (i >= argc || (cmd = stoke_find_cmd(fam, "")) == NULL) {
+			stoke_family_usage(fam, stderr);
+			return CLI_EXIT_USAGE;
+		}
+	} else if ((cmd = stoke_find_cmd(fam, argv[i])) != NULL && cmd->name[0] != '\0') {
+		i++;
+	} else if ((cmd = stoke_find_cmd(fam, "")) == NULL) {
 		cli_usage_error("unknown command '%s %s'", fam->name, argv[i]);
 		return CLI_EXIT_USAGE;
 	}
+	stoke_cmd_name(fam, cmd, cname, sizeof(cname));
 	/* The command's arguments: options may come before, between or after positionals. */
-	for (i++; i < argc; i++) {
+	for (; i < argc; i++) {
 		if (!nopts_done && strcmp(argv[i], "--") == 0) {
 			nopts_done = 1;
 			continue;
@@ -510,10 +544,8 @@ main(int argc, char **argv)
 			continue;
 		}
 		if (args.npos >= CLI_MAX_ARGS || args.npos >= cmd->max_pos) {
-			cli_usage_error("stoke %s %s: unexpected argument '%s'", fam->name,
-					cmd->name, argv[i]);
-			fprintf(stderr, "usage: stoke %s %s %s\n", fam->name, cmd->name,
-				cmd->usage);
+			cli_usage_error("stoke %s: unexpected argument '%s'", cname, argv[i]);
+			fprintf(stderr, "usage: stoke %s %s\n", cname, cmd->usage);
 			return CLI_EXIT_USAGE;
 		}
 		args.pos[args.npos++] = argv[i];
@@ -523,8 +555,8 @@ main(int argc, char **argv)
 		return CLI_EXIT_OK;
 	}
 	if (args.npos < cmd->min_pos) {
-		cli_usage_error("stoke %s %s: missing argument", fam->name, cmd->name);
-		fprintf(stderr, "usage: stoke %s %s %s\n", fam->name, cmd->name, cmd->usage);
+		cli_usage_error("stoke %s: missing argument", cname);
+		fprintf(stderr, "usage: stoke %s %s\n", cname, cmd->usage);
 		return CLI_EXIT_USAGE;
 	}
 	cli.json = g.json;

@@ -172,10 +172,13 @@ INSERT INTO server_keys (key_id, server_id, user, state, created_at, updated_at)
 INSERT INTO deployments (id, site_id, trigger, actor, state, created_at, updated_at)
   VALUES (1, 1, 'api', 'token:test', 'finished', $NOW, $NOW);
 INSERT INTO output_lines (owner_kind, owner_id, seq, stream, time, text) VALUES
-  ('deployment', 1, 1, 'stdout', $NOW, 'line one'),
-  ('deployment', 1, 2, 'stdout', $NOW, 'line two'),
-  ('deployment', 1, 3, 'stderr', $NOW, 'line three'),
+  ('command', 2, 65536, 'stdout', $NOW, 'line one'),
+  ('command', 2, 65537, 'stdout', $NOW, 'line two'),
+  ('command', 2, 131072, 'stderr', $NOW, 'line three'),
   ('command', 1, 1, 'stdout', $NOW, ' 18:40 up 3 days');
+INSERT INTO commands (id, server_id, kind, payload, state, exit_code, owner_kind, owner_id,
+                      created_at)
+  VALUES (2, 2, 'script', '{}', 'done', 0, 'deployment', 1, $NOW);
 INSERT INTO commands (id, server_id, kind, payload, state, exit_code, created_at)
   VALUES (1, 1, 'run', '{"argv":["uptime"],"env":{"SECRET":"hunter2"}}', 'done', 0, $NOW);
 INSERT INTO jobs (id, type, state, resource_kind, resource_id, created_at, updated_at, finished_at)
@@ -421,13 +424,37 @@ bad 404 not_found "revoke an unknown token"
 req DELETE "/tokens/$DOOMED_ID"
 bad 409 conflict "revoke a revoked token"
 
-# valid requests for what is not built yet: 501, and nothing written
-post_json POST /servers '{"name":"web-2","provider":"custom","ipv4":"203.0.113.9","ssh_port":2222,"ssh_user":"deploy","tags":["web","eu"]}'
-bad 501 not_implemented "create a server"
-post_json POST /servers '{"name":"web-3","provider":"digitalocean","region":"fra1","size":"s-1vcpu-1gb","image":"debian-12-x64"}'
-bad 501 not_implemented "create a cloud server"
-post_json POST /sites '{"server":"web-1","domain":"new.example.com","aliases":["*.new.example.com"],"repo_url":"git@github.com:acme/new.git","branch":"release/1.0","web_dir":"public","env":{"APP_ENV":"production"},"zero_downtime":true,"keep_releases":5}'
-bad 501 not_implemented "create a site"
+# requests for servers, sites, deployments and webhooks that must change nothing
+post_json POST /servers '{"name":"web-1","provider":"custom","ipv4":"203.0.113.9"}'
+bad 409 conflict "create a server whose name exists"
+post_json POST /servers '{"name":"web-3","provider":"custom","ipv4":"203.0.113.9","host_key_sha256":"MD5:aa"}'
+bad 400 invalid_field "server with a bad host key fingerprint"
+post_json POST /sites '{"server":"web-1","domain":"nope..example.com"}'
+bad 400 invalid_field "site with a bad domain"
+post_json POST /sites '{"server":"web-9","domain":"new.example.com"}'
+bad 400 invalid_field "site on an unknown server"
+post_json PATCH /servers/web-1 '{"sites_root":"var/www"}'
+bad 400 invalid_field "relative sites_root"
+post_json PATCH /servers/web-1 '{"deploy_user":"Root User"}'
+bad 400 invalid_field "bad deploy user"
+post_json POST /sites/nope.example.com/deploy '{}'
+bad 404 not_found "deploy an unknown site"
+post_json POST /sites/1/deploy '{"commit":"xyz"}'
+bad 400 invalid_field "deploy a bad commit"
+post_json PUT /sites/1/script '{}'
+bad 400 missing_field "script without script"
+post_json POST /sites/1/rollback '{"release":"one"}'
+bad 400 invalid_field "rollback to a non-integer release"
+req DELETE /sites/999
+bad 404 not_found "delete an unknown site"
+req POST /servers/999/retry
+bad 404 not_found "retry an unknown server"
+req POST /deployments/999/cancel
+bad 404 not_found "cancel an unknown deployment"
+API="${API%/api/v1}" NOAUTH=1 req POST /hooks/nope.example.com -H 'Content-Type: application/json' -H 'X-GitHub-Event: push' --data-binary '{}'
+bad 404 not_found "webhook for an unknown site"
+API="${API%/api/v1}" NOAUTH=1 req POST /hooks/deploy/dpl_nope -H 'Content-Type: application/json' --data-binary '{}'
+bad 404 not_found "deploy URL with an unknown token"
 
 [ "$NBAD" -ge 30 ] || fail "the catalogue has only $NBAD bad requests"
 snapshot >"$AFTER"

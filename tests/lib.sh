@@ -10,6 +10,11 @@ T_PIDS=()
 
 t_cleanup() {
 	local p
+	# nginx masters stop their workers on TERM; give them a moment before KILL
+	if [ -n "${T_NGINX_PID:-}" ]; then
+		kill -TERM "$T_NGINX_PID" 2>/dev/null || true
+		t_wait 5 t_gone "$T_NGINX_PID" || true
+	fi
 	for p in "${T_PIDS[@]:-}"; do
 		[ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
 	done
@@ -19,6 +24,11 @@ t_cleanup() {
 	if [ -n "${T_KEEP:-}" ]; then echo "kept $T_TMP" >&2; else rm -rf "$T_TMP"; fi
 }
 trap t_cleanup EXIT
+
+# t_gone PID: the process is gone (or a zombie nobody reaped yet).
+t_gone() {
+	[ ! -e "/proc/$1" ] || [ "$(awk '/^State/ {print $2}' "/proc/$1/status" 2>/dev/null)" = Z ]
+}
 
 fail() {
 	echo "FAIL: $*" >&2
