@@ -141,6 +141,16 @@ channel_backoff(int failures)
 	return d / 2 + (long)(r % (uint32_t)(d / 2 + 1)); /* jitter: 50-100% */
 }
 
+/* Sleeps ms, or less when the channel is stopping. */
+static void
+channel_sleep(struct channel *ch, long ms)
+{
+	int64_t end = time_mono_ms() + ms;
+
+	while (!atomic_load(&ch->stopping) && time_mono_ms() < end)
+		time_sleep_ms(50);
+}
+
 /* Sends an output chunk or result until the controller acknowledges it. */
 static int
 channel_deliver(struct channel *ch, Stoke__Envelope *env)
@@ -163,7 +173,7 @@ channel_deliver(struct channel *ch, Stoke__Envelope *env)
 			pthread_mutex_unlock(&ch->out_mtx);
 			return -1;
 		}
-		time_sleep_ms(channel_backoff(failures++));
+		channel_sleep(ch, channel_backoff(failures++));
 	}
 	pthread_mutex_unlock(&ch->out_mtx);
 	return 0;
@@ -210,7 +220,8 @@ channel_sink_flush(struct channel_sink *k, int stream, int flush)
 		channel_send_chunk(k, (enum cmd_stream)stream, p + off, n);
 		off += n;
 	}
-	memmove(p, p + off, len - off);
+	if (off > 0 && off < len)
+		memmove(p, p + off, len - off);
 	k->partlen[stream] = len - off;
 }
 
@@ -556,7 +567,7 @@ channel_run(struct channel *ch)
 				break;
 			if (rv != NNG_ETIMEDOUT)
 				log_debug("channel: poll: %s", nng_strerror(rv));
-			time_sleep_ms(channel_backoff(failures++));
+			channel_sleep(ch, channel_backoff(failures++));
 			continue;
 		}
 		failures = 0;
@@ -568,7 +579,7 @@ channel_run(struct channel *ch)
 			log_warnx("channel: the controller refused this agent: %s",
 				  reply->refused->reason);
 			stoke__envelope__free_unpacked(reply, NULL);
-			time_sleep_ms(channel_backoff(8));
+			channel_sleep(ch, channel_backoff(8));
 			break;
 		default:
 			stoke__envelope__free_unpacked(reply, NULL);

@@ -5,8 +5,8 @@
  *
  * usage: rogue_agent URL SERVER_NAME CA_FILE [CERT_FILE KEY_FILE] AGENT_ID SECRET WAIT_MS
  *        (CERT_FILE KEY_FILE given as "-" "-" for no client certificate)
- * exit:  0 nothing came back (or a Refused), 1 the controller answered the poll,
- *        2 usage or local error. Prints what happened.
+ * exit:  0 nothing came back (or a Refused), 3 the controller answered the poll,
+ *        2 usage or local error (1 is left to sanitizers). Prints what happened.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +47,8 @@ main(int argc, char **argv)
 	int rv;
 
 	if (argc != 9) {
-		fprintf(stderr, "usage: rogue_agent URL SERVER_NAME CA CERT KEY AGENT_ID SECRET WAIT_MS\n");
+		fprintf(stderr,
+			"usage: rogue_agent URL SERVER_NAME CA CERT KEY AGENT_ID SECRET WAIT_MS\n");
 		return 2;
 	}
 	ca = rogue_read(argv[3]);
@@ -91,8 +92,12 @@ main(int argc, char **argv)
 	reply = stoke__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
 	if (reply && reply->body_case == STOKE__ENVELOPE__BODY_REFUSED) {
 		printf("refused: %s\n", reply->refused->reason);
+		stoke__envelope__free_unpacked(reply, NULL);
+		nng_msg_free(m);
 		return 0;
 	}
 	printf("accepted: the controller answered the poll\n");
-	return 1;
+	stoke__envelope__free_unpacked(reply, NULL);
+	nng_msg_free(m);
+	return 3;
 }
