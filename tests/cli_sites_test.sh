@@ -146,7 +146,7 @@ test -f public/index.html
 echo built
 EOS
 expect 0 site create web-1 site.test --alias www.site.test --repo "$ORIGIN" --branch main \
-	--web-dir public --zero-downtime --keep 5 --script "$T_TMP/script.sh" --wait
+	--web-dir public --zero-downtime --keep 3 --script "$T_TMP/script.sh" --wait
 CREATE_OUT=$OUT
 SITE=$(api "$T_URL/api/v1/sites/site.test" | jq -r .id)
 [[ "$SITE" =~ ^[0-9]+$ ]] || sfail "no site after create"
@@ -185,7 +185,7 @@ expect 1 site list --server nope-1
 has "no server named nope-1" "$ERR" || sfail "site list --server nope-1: message"
 expect 0 site show site.test
 has "active" "$OUT" && has "$T_URL/hooks/$SITE" "$OUT" && has "web-1 (" "$OUT" &&
-	has "zero-downtime, keeps 5" "$OUT" || sfail "site show"
+	has "zero-downtime, keeps 3" "$OUT" || sfail "site show"
 ! has "$SECRET" "$OUT" || sfail "site show prints the webhook secret"
 expect 0 site show "$SITE" --json
 [ "$(jq -r .domain <<<"$OUT")" = site.test ] || sfail "site show --json"
@@ -348,8 +348,8 @@ expect 0 deploy log "$DC" --follow
 t_wait 10 serves v5 || fail "the CI deployment does not serve v5"
 ok "the CI deploy URL printed at create queues a deployment"
 
-# Six releases made, five kept: the first is gone, and rolling back to it changes nothing.
-[ ! -e "$T_TMP/www/site.test/releases/$D1" ] || fail "release $D1 not pruned (keep 5)"
+# Failed releases go at the next switch and only the newest three finished ones stay: the first is gone, and rolling back to it changes nothing.
+[ ! -e "$T_TMP/www/site.test/releases/$D1" ] || fail "release $D1 not pruned (keep 3)"
 expect 1 site rollback site.test --release "$D1" --wait
 has "release $D1 is no longer on the server" "$ERR" || sfail "rollback to a pruned release: message"
 serves v5 || fail "a rollback to a pruned release changed what is served"
