@@ -12,7 +12,7 @@ endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: all deps configure build test run bench format clean
+.PHONY: all deps configure build test run demo bench format clean
 
 all: build
 
@@ -30,8 +30,13 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
+# stoked in the foreground on $(DATA_DIR) with the stand-in cloud (packaging/dev-run.sh).
 run: build
-	$(BUILD_DIR)/controller/stoked --data-dir $(DATA_DIR) --api-listen 127.0.0.1:8080 --agent-listen 127.0.0.1:8443
+	@packaging/dev-run.sh $(BUILD_DIR) $(DATA_DIR)
+
+# The README's quickstart, unattended, on private ports and folders (the e2e test).
+demo: build
+	@STOKE_BUILD=$(CURDIR)/$(BUILD_DIR) STOKE_DEMO=1 bash tests/e2e_quickstart_test.sh
 
 bench: build
 	@for b in $(BUILD_DIR)/bench/bench_*; do [ -x "$$b" ] && "$$b" || exit 1; done

@@ -227,10 +227,14 @@ job_progress(struct job_ctx *ctx, int percent, const char *fmt, ...)
 		percent = 0;
 	if (percent > 100)
 		percent = 100;
+	/* Progress only goes forward (step boundaries and steps both report it). */
 	if (store_exec(ctx->store,
-		       "UPDATE jobs SET progress = ?, message = ?, updated_at = ? WHERE id = ?",
+		       "UPDATE jobs SET progress = max(progress, ?), message = ?, updated_at = ?"
+		       " WHERE id = ?",
 		       "dsii", percent, msg, store_now_ms(), ctx->id) != 0)
 		return ERR_DB;
+	percent = (int)store_int(ctx->store, percent, "SELECT progress FROM jobs WHERE id = ?", "i",
+				 ctx->id);
 	jobs_event(ctx->store, ctx->id, NULL, "job.progress",
 		   json_pack("{s:i, s:s}", "progress", percent, "message", msg));
 	return 0;
@@ -462,8 +466,9 @@ jobs_mark(struct job_ctx *ctx, int step, int started, int done)
 			       "idsi", ctx->id, step, t->steps[step].name, now) != 0)
 		goto fail;
 	if (store_exec(s,
-		       "UPDATE jobs SET step = ?, step_started = ?, progress = ?, message = ?,"
-		       " updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
+		       "UPDATE jobs SET step = ?, step_started = ?, progress = max(progress, ?),"
+		       " message = ?, updated_at = ? WHERE id = ? AND lease_owner = ?"
+		       " AND state = 'running'",
 		       "dddsiis", done ? step + 1 : step, started,
 		       (done ? step + 1 : step) * 100 / (n ? n : 1),
 		       done ? (step + 1 < n ? t->steps[step + 1].name : "finishing")
@@ -475,9 +480,11 @@ jobs_mark(struct job_ctx *ctx, int step, int started, int done)
 		return 1; /* lease lost */
 	}
 	jobs_event(s, ctx->id, NULL, "job.progress",
-		   json_pack("{s:i, s:s, s:s}", "progress",
-			     (done ? step + 1 : step) * 100 / (n ? n : 1), "message",
-			     done ? "step done" : "step started", "step", t->steps[step].name));
+		   json_pack("{s:I, s:s, s:s}", "progress",
+			     (json_int_t)store_int(s, 0, "SELECT progress FROM jobs WHERE id = ?",
+						   "i", ctx->id),
+			     "message", done ? "step done" : "step started", "step",
+			     t->steps[step].name));
 	if (store_commit(s) != 0)
 		goto fail;
 	return 0;
@@ -839,7 +846,7 @@ jobs_retry(struct store *s, int64_t id, const char *actor, char *err, size_t err
 	store_exec(s,
 		   "UPDATE jobs SET state = 'queued', attempts = 0, run_after = ?1, error = NULL,"
 		   " failed_step = NULL, cancel_requested = 0, finished_at = NULL, step = ?2,"
-		   " step_started = 0, updated_at = ?1 WHERE id = ?3",
+		   " step_started = 0, progress = 0, updated_at = ?1 WHERE id = ?3",
 		   "iii", store_now_ms(), from, id);
 	jobs_state_event(s, id, actor, "queued", NULL, NULL);
 	if (store_commit(s) != 0)

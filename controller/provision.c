@@ -363,7 +363,9 @@ prov_delete_vm(struct job_ctx *ctx, char *err, size_t errlen)
 
 	if ((rc = prov_load(s, job_resource_id(ctx), &v, err, errlen)) != 0)
 		return rc == ERR_NOTFOUND ? 0 : rc;
-	if (strcmp(v.provider, "custom") == 0) {
+	/* Custom servers are not Stoke's to delete; without an intent id no create call
+	 * was ever made (the provider need not even be configured). */
+	if (strcmp(v.provider, "custom") == 0 || (v.provider_id == NULL && v.intent_id == NULL)) {
 		prov_server_fini(&v);
 		return 0;
 	}
@@ -561,7 +563,8 @@ prov_capture_line(void *arg, enum ssh_stream stream, const char *text, size_t le
 static void
 prov_sandbox(struct job_ctx *ctx, struct ssh_conn *c, struct prov_server *v)
 {
-	const char *argv[] = {"sh", "-c", "printf '%s\\n' \"${STOKE_STANDIN_ROOT:-}\"; id -un", NULL};
+	const char *argv[] = {"sh", "-c", "printf '%s\\n' \"${STOKE_STANDIN_ROOT:-}\"; id -un",
+			      NULL};
 	struct prov_capture cap = {{0}};
 	char err[256], root[600];
 	int status = -1;
@@ -570,8 +573,9 @@ prov_sandbox(struct job_ctx *ctx, struct ssh_conn *c, struct prov_server *v)
 	    status != 0 || cap.text[0] != '/')
 		return;
 	snprintf(root, sizeof(root), "%s/var/www", cap.text);
-	store_exec(job_store(ctx), "UPDATE servers SET sites_root = ?, deploy_user = ? WHERE id = ?",
-		   "ssi", root, v->ssh_user, v->id);
+	store_exec(job_store(ctx),
+		   "UPDATE servers SET sites_root = ?, deploy_user = ? WHERE id = ?", "ssi", root,
+		   v->ssh_user, v->id);
 	log_info("server %lld (%s): a stand-in sandbox; sites in %s", (long long)v->id, v->name,
 		 root);
 }
@@ -863,7 +867,10 @@ prov_del_record(struct job_ctx *ctx, char *err, size_t errlen)
 		   "UPDATE servers SET ssh_private_sealed = NULL, agent_secret_hash = NULL,"
 		   " agent_id = NULL, name = name || '.deleted-' || id WHERE id = ?",
 		   "i", id);
-	rc = sm_transition(s, &sm_server, id, "deleted", "system", err, errlen);
+	/* A retried delete starts from failed: through deleting, as the machine wants. */
+	rc = sm_transition(s, &sm_server, id, "deleting", "system", err, errlen);
+	if (rc == 0)
+		rc = sm_transition(s, &sm_server, id, "deleted", "system", err, errlen);
 	if (rc == 0 && store_commit(s) == 0)
 		return 0;
 	store_rollback(s);

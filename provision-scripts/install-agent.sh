@@ -10,6 +10,10 @@
 # Environment (optional):
 #   STOKE_ROOT=DIR            install under DIR instead of / (sandboxed test servers)
 #   STOKE_SYSTEMD=auto|yes|no manage the service with systemctl (auto: if systemd runs)
+# Set by the stand-in cloud's sshd on its VMs (tests/standin_cloud.py):
+#   STOKE_STANDIN_ROOT        the VM's root folder (used like STOKE_ROOT)
+#   STOKE_STANDIN_HTTP_PORT   the port of the VM's own nginx (--nginx), and
+#   STOKE_STANDIN_NGINX_PREFIX  its prefix: the agent manages that nginx
 set -euo pipefail
 
 # On the stand-in cloud's test hosts sshd sets STOKE_STANDIN_ROOT: install inside it.
@@ -149,6 +153,16 @@ if [ -n "$root" ]; then
 		echo "write_roots $root"
 		echo "nginx_sites_available $root/etc/nginx/sites-available"
 		echo "nginx_sites_enabled $root/etc/nginx/sites-enabled"
+		# Keys for people: where the sandbox's sshd looks too (never the real ~/.ssh).
+		echo "authorized_keys_file $root/etc/ssh/authorized_keys/%u"
+		# The stand-in cloud's VMs (--nginx) have an nginx of their own on a port of
+		# their own; sites are written for it and it is the one reloaded.
+		if [ -n "${STOKE_STANDIN_HTTP_PORT:-}" ] && [ -n "${STOKE_STANDIN_NGINX_PREFIX:-}" ]; then
+			echo "nginx_prefix $STOKE_STANDIN_NGINX_PREFIX"
+			echo "nginx_conf conf/nginx.conf"
+			echo "nginx_pid ${STOKE_STANDIN_NGINX_PREFIX%/}/nginx.pid"
+			echo "nginx_listen_port $STOKE_STANDIN_HTTP_PORT"
+		fi
 	} >>"$conf_tmp"
 fi
 install_config "$bundle/ca.crt" ca.crt 644

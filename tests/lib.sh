@@ -21,6 +21,13 @@ t_cleanup() {
 	for p in "${T_PIDS[@]:-}"; do
 		[ -n "$p" ] && wait "$p" 2>/dev/null || true
 	done
+	# Programs run from inside the test's folder (agents installed on stand-in hosts run
+	# detached, with setsid) are stopped too.
+	for p in /proc/[0-9]*; do
+		if [[ "$(readlink "$p/exe" 2>/dev/null)" == "$T_TMP"/* ]]; then
+			kill -9 "${p#/proc/}" 2>/dev/null || true
+		fi
+	done
 	if [ -n "${T_KEEP:-}" ]; then echo "kept $T_TMP" >&2; else rm -rf "$T_TMP"; fi
 }
 trap t_cleanup EXIT

@@ -4,7 +4,9 @@
 Tests and the local demo point the provider drivers here instead of at a real cloud. It
 speaks the subset Stoke uses, with the providers' published JSON shapes and error words,
 and "creates" servers as local sandboxed hosts: with --hosts-dir and --sshd each VM is a
-real OpenSSH sshd on 127.0.0.1 with its own host key, folder and authorized keys.
+real OpenSSH sshd on 127.0.0.1 with its own host key, folder and authorized keys, and
+with --nginx also its own nginx (its own prefix in the VM's folder, serving the sites the
+VM's agent writes into ROOT/etc/nginx/sites-enabled) on a port of its own.
 Python 3 standard library only. Not a security boundary: listen on 127.0.0.1 only.
 
 Routes (each provider checks its own bearer token, answers in its own error words and
@@ -36,7 +38,12 @@ Extras the real providers do not send (drivers read them only when present):
   - "standin_ssh_port" in a server's JSON and the header X-Standin-SSH-Port on
     GET of that server: the port of the VM's sshd (real clouds use 22);
   - "standin_root" in a server's JSON: the VM's root folder (also exported to SSH
-    sessions as STOKE_STANDIN_ROOT).
+    sessions as STOKE_STANDIN_ROOT);
+  - "standin_http_port" in a server's JSON (with --nginx): the port of the VM's nginx,
+    where its sites are served (real servers use 80); exported to SSH sessions as
+    STOKE_STANDIN_HTTP_PORT, with the nginx prefix as STOKE_STANDIN_NGINX_PREFIX.
+A VM's sshd also reads ROOT/etc/ssh/authorized_keys/USER, so keys the agent manages
+there (install-agent.sh points the sandboxed agent at it) let people log in.
 A VM logs in as the user running the stand-in (root in the test container).
 """
 
@@ -64,6 +71,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 STANDIN_BODY_MAX = 1024 * 1024
 STANDIN_LOG_MAX = 1000
 STANDIN_SSHD_START_S = 15.0
+STANDIN_NGINX_START_S = 15.0
 
 STANDIN_DO_LIMIT = 5000
 STANDIN_HZ_LIMIT = 3600
@@ -162,6 +170,40 @@ def standin_pdeathsig(parent):
         os._exit(1)
 
 
+def standin_kill_under(folder):
+    """A deleted VM is switched off: processes whose program lies in its folder (the agent
+    install-agent.sh started there, with setsid) get SIGTERM, then SIGKILL after 5 s."""
+    prefix = os.path.realpath(folder) + "/"
+
+    def victims():
+        pids = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == os.getpid():
+                continue
+            try:
+                exe = os.readlink("/proc/%s/exe" % d)
+            except OSError:
+                continue
+            if exe.startswith(prefix):
+                pids.append(int(d))
+        return pids
+
+    deadline = time.monotonic() + 5.0
+    sig = signal.SIGTERM
+    while True:
+        pids = victims()
+        if not pids or time.monotonic() > deadline + 5.0:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        time.sleep(0.05)
+
+
 class StandinError(Exception):
     """An API error: HTTP status, the provider's error code and message."""
 
@@ -192,6 +234,8 @@ class StandinVM:
         self.folder = None
         self.ssh_port = None
         self.proc = None
+        self.http_port = None  # the VM's nginx (--nginx)
+        self.nginx = None
         self.ready = False  # sshd listening (or no sshd wanted)
         self.failed = None  # why the sshd could not start
         self.deleted = False
@@ -332,6 +376,11 @@ class StandinCloud:
         if not a.sshd:
             vm.ready = True
             return
+        if a.nginx and not self.nginx_start(vm):
+            return
+        # People's keys, as the sandboxed agent manages them (see AuthorizedKeysFile).
+        os.makedirs(os.path.join(vm.folder, "root", "etc", "ssh", "authorized_keys"),
+                    mode=0o755, exist_ok=True)
         hostkey = os.path.join(vm.folder, "ssh_host_ed25519_key")
         subprocess.run([a.ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-C",
                         "standin-%s-%s" % (vm.provider, vm.id), "-f", hostkey],
@@ -351,12 +400,18 @@ class StandinCloud:
                 fh.write("ListenAddress 127.0.0.1\nPort %d\n" % port)
                 fh.write("HostKey %s\n" % hostkey)
                 fh.write("PidFile %s\n" % os.path.join(vm.folder, "sshd.pid"))
-                fh.write("AuthorizedKeysFile %s\n" % os.path.join(vm.folder, "authorized_keys"))
+                fh.write("AuthorizedKeysFile %s %s/etc/ssh/authorized_keys/%%u\n"
+                         % (os.path.join(vm.folder, "authorized_keys"),
+                            os.path.join(vm.folder, "root")))
                 fh.write("UsePAM no\nStrictModes no\nPubkeyAuthentication yes\n"
                          "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                          "PermitRootLogin prohibit-password\n"
                          "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n")
-                fh.write("SetEnv STOKE_STANDIN_ROOT=%s\n" % os.path.join(vm.folder, "root"))
+                env = "STOKE_STANDIN_ROOT=%s" % os.path.join(vm.folder, "root")
+                if vm.http_port is not None:
+                    env += " STOKE_STANDIN_HTTP_PORT=%d STOKE_STANDIN_NGINX_PREFIX=%s/" % (
+                        vm.http_port, os.path.join(vm.folder, "nginx"))
+                fh.write("SetEnv %s\n" % env)
             with open(logpath, "ab") as log:
                 proc = subprocess.Popen([a.sshd_bin, "-D", "-e", "-f", conf],
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -376,6 +431,7 @@ class StandinCloud:
         if proc is None:
             vm.failed = "sshd did not start, see %s" % logpath
             standin_log("%s %s: %s" % (vm.provider, vm.id, vm.failed))
+            self.nginx_stop(vm)
             return
         with self.lock:
             if not vm.deleted:
@@ -385,10 +441,64 @@ class StandinCloud:
                 proc = None
         if proc is not None:  # deleted while it was starting
             self.proc_stop(proc)
+            self.nginx_stop(vm)
             shutil.rmtree(vm.folder, ignore_errors=True)
             return
         standin_log("%s %s: sshd pid %d on 127.0.0.1:%d" % (vm.provider, vm.id, vm.proc.pid,
                                                            port))
+
+    def nginx_start(self, vm):
+        """The VM's own nginx: prefix VM/nginx/, a default server answering 404, the sites
+        of ROOT/etc/nginx/sites-enabled. Sets vm.nginx and vm.http_port; False (and
+        vm.failed) when it could not start."""
+        a = self.args
+        prefix = os.path.join(vm.folder, "nginx")
+        root = os.path.join(vm.folder, "root")
+        for d in ("conf", "logs"):
+            os.makedirs(os.path.join(prefix, d), exist_ok=True)
+        for d in ("sites-available", "sites-enabled"):
+            os.makedirs(os.path.join(root, "etc", "nginx", d), exist_ok=True)
+        logpath = os.path.join(prefix, "logs", "stdout.log")
+        mypid = os.getpid()
+        for _ in range(3):
+            port = standin_free_port()
+            with open(os.path.join(prefix, "conf", "nginx.conf"), "w") as fh:
+                fh.write("# nginx of stand-in VM %s %s\n" % (vm.provider, vm.id))
+                fh.write("user root;\nworker_processes 1;\n")
+                fh.write("error_log %s/logs/error.log;\n" % prefix)
+                fh.write("events { worker_connections 64; }\nhttp {\n")
+                fh.write("\taccess_log %s/logs/access.log;\n" % prefix)
+                for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+                    fh.write("\t%s_temp_path %s/tmp_%s;\n" % (t, prefix, t))
+                # Sites the agent writes say "listen PORT" (every address): the
+                # default server must listen the same way to share the socket.
+                fh.write("\tserver { listen %d default_server; return 404; }\n" % port)
+                fh.write("\tinclude %s/etc/nginx/sites-enabled/*;\n}\n" % root)
+            with open(logpath, "ab") as log:
+                proc = subprocess.Popen(
+                    [a.nginx_bin, "-p", prefix + "/", "-c", "conf/nginx.conf",
+                     "-e", "logs/error.log",
+                     "-g", "daemon off; pid %s/nginx.pid;" % prefix],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    preexec_fn=lambda: standin_pdeathsig(mypid), close_fds=True)
+            deadline = time.monotonic() + STANDIN_NGINX_START_S
+            while time.monotonic() < deadline and proc.poll() is None:
+                if standin_port_open(port):
+                    with self.lock:
+                        vm.nginx, vm.http_port = proc, port
+                    standin_log("%s %s: nginx pid %d on 127.0.0.1:%d" % (
+                        vm.provider, vm.id, proc.pid, port))
+                    return True
+                time.sleep(0.02)
+            self.proc_stop(proc)
+        vm.failed = "nginx did not start, see %s" % logpath
+        standin_log("%s %s: %s" % (vm.provider, vm.id, vm.failed))
+        return False
+
+    def nginx_stop(self, vm):
+        with self.lock:
+            proc, vm.nginx = vm.nginx, None
+        self.proc_stop(proc)
 
     @staticmethod
     def proc_stop(proc):
@@ -425,6 +535,9 @@ class StandinCloud:
             vm.deleted = True
             proc, vm.proc = vm.proc, None
         self.proc_stop(proc)
+        self.nginx_stop(vm)
+        if vm.folder is not None:
+            standin_kill_under(vm.folder)
         if vm.folder is not None and (proc is not None or vm.ready or vm.failed):
             shutil.rmtree(vm.folder, ignore_errors=True)
         standin_log("%s %s: deleted" % (provider, vid))
@@ -462,6 +575,8 @@ class StandinCloud:
                     "servers": [{"id": vm.id, "name": vm.name, "status": self.vm_phase(vm),
                                  "ssh_port": vm.ssh_port,
                                  "sshd_pid": vm.proc.pid if vm.proc else None,
+                                 "http_port": vm.http_port,
+                                 "nginx_pid": vm.nginx.pid if vm.nginx else None,
                                  "folder": vm.folder, "tags": vm.tags, "labels": vm.labels}
                                 for vm in self.vms[p].values()],
                     "keys": [dict(k) for k in self.keys[p].values()],
@@ -550,6 +665,8 @@ def standin_do_droplet(cloud, vm):
     }
     if vm.ssh_port is not None:
         d["standin_ssh_port"] = vm.ssh_port
+    if vm.http_port is not None:
+        d["standin_http_port"] = vm.http_port
     if vm.folder is not None:
         d["standin_root"] = os.path.join(vm.folder, "root")
     return d
@@ -780,6 +897,8 @@ def standin_hz_server(cloud, vm):
     }
     if vm.ssh_port is not None:
         s["standin_ssh_port"] = vm.ssh_port
+    if vm.http_port is not None:
+        s["standin_http_port"] = vm.http_port
     if vm.folder is not None:
         s["standin_root"] = os.path.join(vm.folder, "root")
     return s
@@ -1214,6 +1333,9 @@ def standin_main():
     ap.add_argument("--sshd", action="store_true",
                     help="start a real sshd per VM (needs --hosts-dir)")
     ap.add_argument("--sshd-bin", default="/usr/sbin/sshd")
+    ap.add_argument("--nginx", action="store_true",
+                    help="start an nginx per VM serving its sites (needs --sshd)")
+    ap.add_argument("--nginx-bin", default="/usr/sbin/nginx")
     ap.add_argument("--ssh-keygen", default="ssh-keygen")
     ap.add_argument("--do-token", default="standin-do-token")
     ap.add_argument("--hetzner-token", default="standin-hetzner-token")
@@ -1222,6 +1344,8 @@ def standin_main():
     args = ap.parse_args()
     if args.sshd and not args.hosts_dir:
         ap.error("--sshd needs --hosts-dir")
+    if args.nginx and not args.sshd:
+        ap.error("--nginx needs --sshd")
     if args.hosts_dir:
         args.hosts_dir = os.path.abspath(args.hosts_dir)
         if re.search(r'[\s"%]', args.hosts_dir):
@@ -1238,6 +1362,10 @@ def standin_main():
     url = "http://%s:%d" % (args.listen, httpd.server_address[1])
 
     def on_signal(signum, frame):
+        # Once: a second signal (Ctrl-C reaches the whole process group, and make run's
+        # script sends SIGTERM too) must not interrupt the shutdown that removes the VMs.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_signal)
