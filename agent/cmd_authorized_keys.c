@@ -70,9 +70,11 @@ cmd_authorized_keys_path(const char *tmpl, const struct cmd_proc_user *u, char *
  * Opens the folder dir. When it lies under the user's home, walks there from the home
  * without following links (the user owns those folders and could plant one), creating
  * missing folders, and makes each 0700 and the user's. Returns the descriptor or -1.
+ * With create 0 (reports) nothing is made or changed, and a missing folder sets *absent.
  */
 static int
-cmd_authorized_keys_dir(const char *dir, const struct cmd_proc_user *u, char *err, size_t errlen)
+cmd_authorized_keys_dir(const char *dir, const struct cmd_proc_user *u, int create, int *absent,
+			char *err, size_t errlen)
 {
 	size_t hl = strlen(u->home);
 	char part[NAME_MAX + 1];
@@ -83,8 +85,11 @@ cmd_authorized_keys_dir(const char *dir, const struct cmd_proc_user *u, char *er
 		hl--;
 	if (!(strncmp(dir, u->home, hl) == 0 && dir[hl] == '/' && hl > 1)) {
 		/* A system folder (such as /etc/ssh/keys): the configuration chose it. */
-		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+			if (!create && errno == ENOENT)
+				*absent = 1;
 			err_set(err, errlen, ERR_IO, "%s: %s", dir, strerror(errno));
+		}
 		return fd;
 	}
 	if ((fd = open(u->home, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
@@ -101,12 +106,17 @@ cmd_authorized_keys_dir(const char *dir, const struct cmd_proc_user *u, char *er
 		}
 		memcpy(part, p, n);
 		part[n] = '\0';
-		if (mkdirat(fd, part, 0700) == -1 && errno != EEXIST) {
+		if (create && mkdirat(fd, part, 0700) == -1 && errno != EEXIST) {
 			err_set(err, errlen, ERR_IO, "%s: mkdir %s: %s", dir, part,
 				strerror(errno));
 			goto fail;
 		}
 		next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next == -1 && !create && errno == ENOENT) {
+			*absent = 1;
+			err_set(err, errlen, ERR_IO, "%s: %s", dir, strerror(errno));
+			goto fail;
+		}
 		if (next == -1) {
 			err_set(err, errlen, ERR_IO, "%s: %s: %s", dir, part,
 				errno == ELOOP || errno == ENOTDIR ? "is not a folder (a link?)"
@@ -115,6 +125,12 @@ cmd_authorized_keys_dir(const char *dir, const struct cmd_proc_user *u, char *er
 		}
 		close(fd);
 		fd = next;
+		if (!create) {
+			p += n;
+			if (*p == '/')
+				p++;
+			continue;
+		}
 		if (geteuid() == 0 && fchown(fd, u->uid, u->gid) == -1) {
 			err_set(err, errlen, ERR_IO, "%s: chown: %s", dir, strerror(errno));
 			goto fail;
@@ -204,6 +220,79 @@ fail:
 	return rc;
 }
 
+/* Appends lines to arr as JSON strings (invalid UTF-8 bytes replaced), and their
+ * fingerprints (null for a line that is not a bare key) to fps. */
+static int
+cmd_authorized_keys_lines(json_t *arr, json_t *fps, char **lines, size_t n)
+{
+	char fp[RENDER_AUTHORIZED_KEYS_FP_LEN], why[256];
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *s = json_string(lines[i]);
+
+		if (s == NULL) {
+			for (char *c = lines[i]; *c != '\0'; c++)
+				if ((unsigned char)*c >= 0x80)
+					*c = '?';
+			s = json_string(lines[i]);
+		}
+		if (json_array_append_new(arr, s) != 0)
+			return -1;
+		if (render_authorized_keys_fingerprint(lines[i], fp, why, sizeof(why)) == 0)
+			s = json_string(fp);
+		else
+			s = json_null();
+		if (json_array_append_new(fps, s) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* report_only: reads the file (making nothing) and reports its block and other keys. */
+static void
+cmd_authorized_keys_report(const struct cmd_proc_user *u, const char *path, const char *dir,
+			   const char *base, struct cmd_result *res)
+{
+	struct render_authorized_keys_scan sc;
+	char why[1024], *current = NULL;
+	json_t *j = NULL, *m, *mf, *o, *of;
+	int dfd, absent = 0;
+
+	memset(&sc, 0, sizeof(sc));
+	pthread_mutex_lock(&cmd_authorized_keys_lock);
+	dfd = cmd_authorized_keys_dir(dir, u, 0, &absent, why, sizeof(why));
+	if ((dfd == -1 && !absent) ||
+	    (dfd != -1 &&
+	     cmd_authorized_keys_read(dfd, base, path, u->uid, &current, why, sizeof(why)) != 0) ||
+	    render_authorized_keys_scan(current, &sc, why, sizeof(why)) != 0) {
+		err_set(res->error, sizeof(res->error), ERR_IO, "authorized_keys %s: %s", u->name,
+			why);
+		goto out;
+	}
+	j = json_pack("{s:s, s:b, s:b, s:s?, s:[], s:[], s:[], s:[]}", "path", path, "exists",
+		      current != NULL, "block", sc.block, "broken",
+		      sc.broken[0] ? sc.broken : NULL, "managed", "managed_fingerprints",
+		      "outside", "outside_fingerprints");
+	if (j == NULL || (m = json_object_get(j, "managed")) == NULL ||
+	    (mf = json_object_get(j, "managed_fingerprints")) == NULL ||
+	    (o = json_object_get(j, "outside")) == NULL ||
+	    (of = json_object_get(j, "outside_fingerprints")) == NULL ||
+	    cmd_authorized_keys_lines(m, mf, sc.managed, sc.nmanaged) != 0 ||
+	    cmd_authorized_keys_lines(o, of, sc.outside, sc.noutside) != 0 ||
+	    (res->result_json = json_dumps(j, JSON_COMPACT)) == NULL) {
+		err_set(res->error, sizeof(res->error), ERR_NOMEM, "authorized_keys: out of memory");
+		goto out;
+	}
+	res->exit_code = 0;
+out:
+	pthread_mutex_unlock(&cmd_authorized_keys_lock);
+	if (dfd != -1)
+		close(dfd);
+	json_decref(j);
+	free(current);
+	render_authorized_keys_scan_fini(&sc);
+}
+
 void
 cmd_authorized_keys(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res)
 {
@@ -252,10 +341,14 @@ cmd_authorized_keys(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_r
 	dir[base - path - 1] = '\0';
 	if (dir[0] == '\0')
 		snprintf(dir, sizeof(dir), "/");
+	if (ak->report_only) {
+		cmd_authorized_keys_report(&u, path, dir, base, res);
+		return;
+	}
 
 	pthread_mutex_lock(&cmd_authorized_keys_lock);
 	locked = 1;
-	if ((dfd = cmd_authorized_keys_dir(dir, &u, why, sizeof(why))) == -1 ||
+	if ((dfd = cmd_authorized_keys_dir(dir, &u, 1, NULL, why, sizeof(why))) == -1 ||
 	    cmd_authorized_keys_read(dfd, base, path, u.uid, &current, why, sizeof(why)) != 0 ||
 	    render_authorized_keys(current, (const char *const *)ak->keys, ak->n_keys, &r, why,
 				   sizeof(why)) != 0) {

@@ -9,6 +9,7 @@
 #include "err.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -302,4 +303,89 @@ fail:
 	buf_fini(&b);
 	render_authorized_keys_fini(out);
 	return rc;
+}
+
+/* Adds a copy of [p, p+len) to *v (at most RENDER_AUTHORIZED_KEYS_MAX_KEYS * 10 kept). */
+static int
+render_authorized_keys_push(char ***v, size_t *n, const char *p, size_t len)
+{
+	char **nv;
+
+	if (*n >= RENDER_AUTHORIZED_KEYS_MAX_KEYS * 10)
+		return 0;
+	if ((nv = realloc(*v, sizeof(*nv) * (*n + 1))) == NULL)
+		return ERR_NOMEM;
+	*v = nv;
+	if ((nv[*n] = strndup(p, len)) == NULL)
+		return ERR_NOMEM;
+	(*n)++;
+	return 0;
+}
+
+int
+render_authorized_keys_scan(const char *current, struct render_authorized_keys_scan *out,
+			    char *err, size_t errlen)
+{
+	enum { BEFORE, INSIDE, AFTER } where = BEFORE;
+	const char *p, *nl;
+	size_t lineno = 0;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	for (p = current ? current : ""; *p != '\0' && rc == 0;
+	     p = nl != NULL ? nl + 1 : p + strlen(p)) {
+		size_t len;
+
+		lineno++;
+		nl = strchr(p, '\n');
+		len = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		if (len > 0 && p[len - 1] == '\r')
+			len--;
+		if (render_authorized_keys_is(p, len, RENDER_AUTHORIZED_KEYS_BEGIN)) {
+			if (where != BEFORE && out->broken[0] == '\0')
+				snprintf(out->broken, sizeof(out->broken),
+					 "line %zu: a second \"%s\" line", lineno,
+					 RENDER_AUTHORIZED_KEYS_BEGIN);
+			where = INSIDE;
+			continue;
+		}
+		if (render_authorized_keys_is(p, len, RENDER_AUTHORIZED_KEYS_END)) {
+			if (where != INSIDE && out->broken[0] == '\0')
+				snprintf(out->broken, sizeof(out->broken),
+					 "line %zu: \"%s\" without \"%s\" before it", lineno,
+					 RENDER_AUTHORIZED_KEYS_END, RENDER_AUTHORIZED_KEYS_BEGIN);
+			if (where == INSIDE)
+				out->block = 1;
+			where = AFTER;
+			continue;
+		}
+		if (!render_authorized_keys_is_entry(p, len))
+			continue;
+		if (where == INSIDE)
+			rc = render_authorized_keys_push(&out->managed, &out->nmanaged, p, len);
+		else
+			rc = render_authorized_keys_push(&out->outside, &out->noutside, p, len);
+	}
+	if (rc == 0 && where == INSIDE && out->broken[0] == '\0')
+		snprintf(out->broken, sizeof(out->broken), "\"%s\" without \"%s\" after it",
+			 RENDER_AUTHORIZED_KEYS_BEGIN, RENDER_AUTHORIZED_KEYS_END);
+	if (rc != 0) {
+		render_authorized_keys_scan_fini(out);
+		return err_set(err, errlen, ERR_NOMEM, "out of memory");
+	}
+	return 0;
+}
+
+void
+render_authorized_keys_scan_fini(struct render_authorized_keys_scan *sc)
+{
+	if (sc == NULL)
+		return;
+	for (size_t i = 0; i < sc->nmanaged; i++)
+		free(sc->managed[i]);
+	for (size_t i = 0; i < sc->noutside; i++)
+		free(sc->outside[i]);
+	free(sc->managed);
+	free(sc->outside);
+	memset(sc, 0, sizeof(*sc));
 }

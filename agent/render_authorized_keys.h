@@ -41,4 +41,19 @@ int render_authorized_keys(const char *current, const char *const *keys, size_t 
 			   struct render_authorized_keys *out, char *err, size_t errlen);
 void render_authorized_keys_fini(struct render_authorized_keys *r);
 
+/* What a file holds, for drift reports: the Stoke block's entries and the other key
+ * lines, as found. A broken block is reported (broken != "") rather than refused. */
+struct render_authorized_keys_scan {
+	int block; /* 1 when a whole block was found */
+	char broken[256];
+	char **managed; /* entries inside the block */
+	size_t nmanaged;
+	char **outside; /* entries outside it (not blank, not comments) */
+	size_t noutside;
+};
+
+int render_authorized_keys_scan(const char *current, struct render_authorized_keys_scan *out,
+				char *err, size_t errlen);
+void render_authorized_keys_scan_fini(struct render_authorized_keys_scan *sc);
+
 #endif

@@ -21,7 +21,7 @@ URL=$(cat "$TMP/data/api.url")
 TOKEN=$("$B/controller/stoked" token create --data-dir "$TMP/data" --name bench)
 printf 'allow_root yes\ndefault_user root\nlog_level error\n' >"$TMP/extra.conf"
 "$B/controller/stoked" agent enroll bench-1 --data-dir "$TMP/data" --out "$TMP/agent" --conf-extra "$TMP/extra.conf" >/dev/null
-"$B/agent/stoke-agent" -c "$TMP/agent/agent.conf" >"$TMP/agent.log" 2>&1 &
+${AGENT_WRAP:-} "$B/agent/stoke-agent" -c "$TMP/agent/agent.conf" >"$TMP/agent.log" 2>&1 &
 APID=$!
 PIDS+=($APID)
 api() { curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }

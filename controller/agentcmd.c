@@ -168,7 +168,10 @@ static const struct agentcmd_field agentcmd_git_f[] = {
     {"user", F_STR, 0, agentcmd_user},	   {"deploy_key", F_STR, 0, NULL},
     {"known_hosts", F_STR, 0, NULL},	   {NULL, 0, 0, NULL}};
 static const struct agentcmd_field agentcmd_keys_f[] = {
-    {"user", F_STR, 1, agentcmd_user}, {"keys", F_STRS, 1, agentcmd_key_line}, {NULL, 0, 0, NULL}};
+    {"user", F_STR, 1, agentcmd_user},
+    {"keys", F_STRS, 1, agentcmd_key_line},
+    {"report_only", F_BOOL, 0, NULL},
+    {NULL, 0, 0, NULL}};
 static const struct agentcmd_field agentcmd_service_f[] = {
     {"name", F_STR, 1, agentcmd_service_name},
     {"action", F_STR, 1, agentcmd_action},
@@ -525,6 +528,7 @@ agentcmd_pack(uint64_t id, const char *kind, const char *payload_json, uint8_t *
 		cmd.authorized_keys = &ak;
 		ak.user = agentcmd_s(p, "user");
 		ak.keys = agentcmd_strs(p, "keys", &ak.n_keys);
+		ak.report_only = json_is_true(json_object_get(p, "report_only"));
 	} else if (strcmp(kind, "service") == 0) {
 		cmd.kind_case = STOKE__COMMAND__KIND_SERVICE;
 		cmd.service = &sv;

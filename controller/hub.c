@@ -5,6 +5,7 @@
  * and marks silent agents offline. Delivery is at-least-once; the agent de-duplicates.
  */
 #include "hub.h"
+#include "keys.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -517,6 +518,7 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 		if (state && strcmp(state, "installing_agent") == 0 &&
 		    sm_transition(h->s, &sm_server, id, "active", "system", err, sizeof(err)) != 0)
 			log_warnx("hub: %s", err);
+		keys_agent_hello(h->s, id);
 	}
 	store_commit(h->s);
 	free(facts);

@@ -158,5 +158,23 @@ static const char store_m4[] =
     "ALTER TABLE deployments ADD COLUMN job_id INTEGER;"
     "ALTER TABLE deployments ADD COLUMN release TEXT;";
 
-const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4};
+static const char store_m5[] =
+    /* fleet operations: the last drift report of each server and user whose
+     * authorized_keys Stoke manages; batches keep their script, selector, job, pick-up
+     * deadline and where their output starts; commands found by batch */
+    "CREATE TABLE key_drift ("
+    " server_id INTEGER NOT NULL REFERENCES servers(id) ON DELETE CASCADE,"
+    " user TEXT NOT NULL, state TEXT NOT NULL," /* clean | drift | error */
+    " path TEXT, missing TEXT NOT NULL DEFAULT '[]', extra TEXT NOT NULL DEFAULT '[]',"
+    " outside TEXT NOT NULL DEFAULT '[]', error TEXT, checked_at INTEGER NOT NULL,"
+    " PRIMARY KEY (server_id, user));"
+    "CREATE INDEX server_keys_server ON server_keys(server_id, user);"
+    "ALTER TABLE batches ADD COLUMN script TEXT;"
+    "ALTER TABLE batches ADD COLUMN selector TEXT NOT NULL DEFAULT '{}';"
+    "ALTER TABLE batches ADD COLUMN job_id INTEGER;"
+    "ALTER TABLE batches ADD COLUMN pickup_ms INTEGER NOT NULL DEFAULT 10000;"
+    "ALTER TABLE batches ADD COLUMN output_from INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX commands_batch ON commands(batch_id, state);";
+
+const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4, store_m5};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);
