@@ -350,7 +350,7 @@ cli_deploy_list(struct cli *cli, const struct cli_args *args)
 	struct cli_table *t = NULL;
 	json_t *list = NULL, *dep;
 	char path[96];
-	int64_t site;
+	int64_t site = 0;
 	size_t i;
 	int ret;
 
