@@ -377,9 +377,12 @@ prov_delete_vm(struct job_ctx *ctx, char *err, size_t errlen)
 		v.provider_id = strdup(vm.provider_id);
 	if (rc == 0 && v.provider_id) {
 		rc = drv->delete (&cc, v.provider_id, err, errlen);
+		/* The pinned host key and the address were that VM's: a new one has others. */
 		if (rc == 0)
-			store_exec(s, "UPDATE servers SET provider_id = NULL WHERE id = ?", "i",
-				   v.id);
+			store_exec(s,
+				   "UPDATE servers SET provider_id = NULL, host_key_sha256 = NULL,"
+				   " ipv4 = NULL WHERE id = ?",
+				   "i", v.id);
 		if (rc == 0)
 			log_info("server %lld (%s): %s deleted %s", (long long)v.id, v.name,
 				 v.provider, v.provider_id);
