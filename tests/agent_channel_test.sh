@@ -13,10 +13,16 @@ DB=$DATA/stoke.db
 CONF=$T_TMP/stoked.conf
 printf 'agent_park = 1s\n' >"$CONF"
 mkdir -p "$T_TMP/files"
+# systemd is not PID 1 here: the service command drives a stand-in systemctl that says
+# what it was asked.
+printf '#!/bin/sh\necho "systemctl $*"\n' >"$T_TMP/systemctl"
+chmod 755 "$T_TMP/systemctl"
 cat >"$T_TMP/extra.conf" <<EOC
 allow_root yes
 default_user root
 write_roots $T_TMP/files
+systemctl_bin $T_TMP/systemctl
+services stoke-demo:nginx
 EOC
 
 t_start_stoked "$STOKED" "$DATA" -c "$CONF"
@@ -93,6 +99,21 @@ t_wait 20 finished "$ID" || fail "write_file outside did not finish"
 [ "$(field "$ID" .state)" = failed ] || fail "write outside the roots was not refused"
 [ ! -e /etc/stoke-evil ] || fail "write outside the roots happened"
 ok "write_file: atomic with mode; outside the allowed roots refused by the agent"
+
+# facts and service through the API
+ID=$(queue facts web-1 '{}')
+t_wait 20 finished "$ID" || fail "facts did not finish"
+[ "$(field "$ID" .state)" = done ] || fail "facts: $(field "$ID" .)"
+[ "$(api "$T_URL/api/v1/servers/web-1" | jq -r .agent.facts.cpus)" = "$(nproc)" ] || fail "facts: cpus"
+ID=$(queue service web-1 '{"name":"stoke-demo","action":"restart"}')
+t_wait 20 finished "$ID" || fail "service did not finish"
+[ "$(field "$ID" .state)" = done ] || fail "service: $(field "$ID" .)"
+api "$T_URL/api/v1/commands/$ID/output" | jq -r '.items[].text' | grep -q "^systemctl restart stoke-demo$" ||
+	fail "service: systemctl not called as expected: $(api "$T_URL/api/v1/commands/$ID/output" | jq -c .)"
+ID=$(queue service web-1 '{"name":"sshd","action":"stop"}')
+t_wait 20 finished "$ID" || fail "service (not allowed) did not finish"
+[ "$(field "$ID" .state)" = failed ] || fail "a service outside the allow-list was not refused"
+ok "facts and service: through the API; a service outside the agent's allow-list is refused"
 
 # Rogue clients. rogue: exit 0 refused, 3 answered, anything else a broken tool.
 rogue() {
