@@ -29,7 +29,7 @@
 
 #define CT_DO_TOKEN "do-test-token-1f6c"
 #define CT_HZ_TOKEN "hz-test-token-94ab"
-#define CT_BOOT_MS "300"
+#define CT_BOOT_MS "1500" /* long enough that a loaded machine still sees "booting" */
 #define CT_ERR 1024
 
 static struct {
