@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "batches.h"
 #include "err.h"
@@ -20,6 +21,7 @@
 #define API_BATCHES_OUT_DEFAULT 1000
 #define API_BATCHES_OUT_MAX 5000
 #define API_BATCHES_WAIT_MAX 25000
+#define API_BATCHES_LOOK_MS 25
 
 #define API_BATCHES_COLS                                                                           \
 	"SELECT id, state, argv, script, user, timeout_ms, batch_size, pickup_ms, selector,"       \
@@ -356,6 +358,7 @@ api_batches_output(struct api_req *r)
 	json_t *items = NULL, *o;
 	char *state = NULL;
 	int64_t id, after = 0, limit = API_BATCHES_OUT_DEFAULT, wait = 0, from, seen, deadline;
+	int64_t looked;
 	int n = 0, rc, ended = 0, compact = 0;
 
 	if (api_req_query_allow(r, q) != 0 ||
@@ -384,6 +387,7 @@ api_batches_output(struct api_req *r)
 	deadline = time_mono_ms() + wait;
 	for (;;) {
 		seen = events_last_id();
+		looked = time_mono_ms();
 		/* The state first: once every server has ended, every line is stored. */
 		free(state);
 		state = store_text(s, "SELECT state FROM batches WHERE id = ?", "i", id);
@@ -431,6 +435,13 @@ api_batches_output(struct api_req *r)
 			break;
 		events_wait(seen,
 			    deadline - time_mono_ms() < 250 ? deadline - time_mono_ms() : 250);
+		/* Every command's events wake this: look again at most every 25 ms. */
+		if (time_mono_ms() - looked < API_BATCHES_LOOK_MS) {
+			struct timespec ts = {
+			    0, (long)(API_BATCHES_LOOK_MS - (time_mono_ms() - looked)) * 1000000L};
+
+			nanosleep(&ts, NULL);
+		}
 	}
 	api_reply_json(r, 200,
 		       json_pack("{s:o, s:I, s:s?, s:b}", "items", items, "next", (json_int_t)after,

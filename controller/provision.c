@@ -733,6 +733,20 @@ prov_step_hello(struct job_ctx *ctx, char *err, size_t errlen)
 	job_progress(ctx, 90, "waiting for the agent's hello");
 	for (;;) {
 		state = store_text(s, "SELECT state FROM servers WHERE id = ?", "i", id);
+		/* The hello may have come before "agent installed" was ticked, when the guard
+		 * still said no: try the move again now. */
+		if (state && strcmp(state, "installing_agent") == 0) {
+			char why[512];
+
+			store_begin(s);
+			if (sm_transition(s, &sm_server, id, "active", "system", why,
+					  sizeof(why)) == 0)
+				store_commit(s);
+			else
+				store_rollback(s);
+			free(state);
+			state = store_text(s, "SELECT state FROM servers WHERE id = ?", "i", id);
+		}
 		if (state && strcmp(state, "active") == 0) {
 			free(state);
 			sm_progress(s, &sm_server, id, 100, "active");
