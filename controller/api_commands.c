@@ -1,7 +1,7 @@
 /*
  * api_commands.c: /api/v1/commands: list, get, output, and queueing one command for one
  * server (the hub delivers it; agentcmd.c checks payloads); secrets in payloads are
- * redacted. Fleet batches are not built yet. Routed from api.c.
+ * redacted. Fleet batches are in api_batches.c. Routed from api.c.
  */
 #include "api_json.h"
 

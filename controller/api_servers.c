@@ -1,6 +1,7 @@
 /*
- * api_servers.c: /api/v1/servers: list, get, create (validated, then 501: provisioning is
- * not built yet) and PATCH of tags (store only, with a server.updated event). Does not
+ * api_servers.c: /api/v1/servers: list, get, create (queues server.provision), delete
+ * (server.delete), retry, the provisioning log, and PATCH of tags, sites_root and
+ * deploy_user (store only, with a server.updated event). Does not
  * talk to providers or agents. Routed from api.c.
  */
 #include "api_json.h"
