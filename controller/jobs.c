@@ -284,14 +284,16 @@ jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *ste
 		return -1;
 	st = store_query(s,
 			 "SELECT id FROM jobs WHERE ((state = 'queued' AND run_after <= ?1)"
-			 " OR (state = 'running' AND lease_until < ?1))"
+			 /* an expired lease of another process; never one of this process,
+			  * whose worker is alive even when the heartbeat runs late */
+			 " OR (state = 'running' AND lease_until < ?1 AND lease_owner != ?3))"
 			 " AND (?2 IS NULL OR queue = ?2)"
 			 /* a "serial:" queue runs its jobs one at a time, in order */
 			 " AND (queue NOT LIKE 'serial:%' OR NOT EXISTS (SELECT 1 FROM jobs j2"
 			 " WHERE j2.queue = jobs.queue AND j2.id < jobs.id"
 			 " AND j2.state IN ('queued', 'running')))"
 			 " ORDER BY run_after, id LIMIT 1",
-			 "is", now, e->queue);
+			 "iss", now, e->queue, e->owner);
 	if (st && store_step(st) == STORE_ROW) {
 		id = store_col_int(st, 0);
 		found = 1;

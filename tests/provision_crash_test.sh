@@ -37,7 +37,7 @@ t_wait 20 sh -c "[ \$(curl -sS -H 'Authorization: Bearer standin-do-token' $CLOU
 ok "controller killed with its create call in flight; the provider made the VM"
 
 t_start_stoked "$STOKED" "$T_TMP/data" -c "$T_TMP/stoked.conf" --agent-listen "127.0.0.1:$AGENT_PORT"
-t_wait 120 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$J | jq -e '.state == \"done\" or .state == \"failed\"' >/dev/null" ||
+t_wait 180 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$J | jq -e '.state == \"done\" or .state == \"failed\"' >/dev/null" ||
 	fail "job $J did not finish after the restart"
 [ "$(api "$T_URL/api/v1/jobs/$J" | jq -r .state)" = done ] || fail "job: $(api "$T_URL/api/v1/jobs/$J" | jq -c '{state,step,error}')"
 [ "$(droplets)" = 1 ] || fail "$(droplets) droplets after the restart: a duplicate was made"
