@@ -12,8 +12,7 @@
 struct agent_config;
 struct channel;
 
-int channel_start(const struct agent_config *cfg, struct channel **out, char *err,
-		  size_t errlen);
+int channel_start(const struct agent_config *cfg, struct channel **out, char *err, size_t errlen);
 /* Runs the poll loop until channel_stop (from another thread or a signal handler thread). */
 void channel_run(struct channel *ch);
 void channel_stop(struct channel *ch);

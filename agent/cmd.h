@@ -29,17 +29,17 @@ struct cmd_ctx {
 };
 
 struct cmd_result {
-	int exit_code;      /* 0 success; -1 when not run or killed by a signal */
-	int signal;         /* terminating signal, 0 if none */
-	char error[1024];   /* "" on success; readable text otherwise */
-	char *result_json;  /* malloc'd kind-specific JSON object text, or NULL */
+	int exit_code;		    /* 0 success; -1 when not run or killed by a signal */
+	int signal;		    /* terminating signal, 0 if none */
+	char error[1024];	    /* "" on success; readable text otherwise */
+	char *result_json;	    /* malloc'd kind-specific JSON object text, or NULL */
 	struct Stoke__Facts *facts; /* facts command only (malloc'd, freed by cmd_result_fini) */
 };
 
 typedef void (*cmd_fn)(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res);
 
 struct cmd_kind {
-	const char *name;             /* "exec" */
+	const char *name; /* "exec" */
 	Stoke__Command__KindCase kind;
 	cmd_fn run;
 };
@@ -55,8 +55,7 @@ void cmd_script(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_resul
 void cmd_write_file(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res);
 void cmd_nginx_site(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res);
 void cmd_git_checkout(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res);
-void cmd_authorized_keys(struct cmd_ctx *ctx, const Stoke__Command *cmd,
-			 struct cmd_result *res);
+void cmd_authorized_keys(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res);
 void cmd_service(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res);
 void cmd_facts(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res);
 

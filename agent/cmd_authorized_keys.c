@@ -270,9 +270,8 @@ cmd_authorized_keys_report(const struct cmd_proc_user *u, const char *path, cons
 		goto out;
 	}
 	j = json_pack("{s:s, s:b, s:b, s:s?, s:[], s:[], s:[], s:[]}", "path", path, "exists",
-		      current != NULL, "block", sc.block, "broken",
-		      sc.broken[0] ? sc.broken : NULL, "managed", "managed_fingerprints",
-		      "outside", "outside_fingerprints");
+		      current != NULL, "block", sc.block, "broken", sc.broken[0] ? sc.broken : NULL,
+		      "managed", "managed_fingerprints", "outside", "outside_fingerprints");
 	if (j == NULL || (m = json_object_get(j, "managed")) == NULL ||
 	    (mf = json_object_get(j, "managed_fingerprints")) == NULL ||
 	    (o = json_object_get(j, "outside")) == NULL ||
@@ -280,7 +279,8 @@ cmd_authorized_keys_report(const struct cmd_proc_user *u, const char *path, cons
 	    cmd_authorized_keys_lines(m, mf, sc.managed, sc.nmanaged) != 0 ||
 	    cmd_authorized_keys_lines(o, of, sc.outside, sc.noutside) != 0 ||
 	    (res->result_json = json_dumps(j, JSON_COMPACT)) == NULL) {
-		err_set(res->error, sizeof(res->error), ERR_NOMEM, "authorized_keys: out of memory");
+		err_set(res->error, sizeof(res->error), ERR_NOMEM,
+			"authorized_keys: out of memory");
 		goto out;
 	}
 	res->exit_code = 0;

@@ -323,8 +323,8 @@ render_authorized_keys_push(char ***v, size_t *n, const char *p, size_t len)
 }
 
 int
-render_authorized_keys_scan(const char *current, struct render_authorized_keys_scan *out,
-			    char *err, size_t errlen)
+render_authorized_keys_scan(const char *current, struct render_authorized_keys_scan *out, char *err,
+			    size_t errlen)
 {
 	enum { BEFORE, INSIDE, AFTER } where = BEFORE;
 	const char *p, *nl;

@@ -10,9 +10,9 @@
 #include <stddef.h>
 
 enum config_type {
-	CONFIG_STRING,   /* char * (malloc'd, freed by config_free) */
-	CONFIG_INT,      /* long; min/max enforced */
-	CONFIG_BOOL,     /* int: yes/no/true/false/on/off/1/0 */
+	CONFIG_STRING,	 /* char * (malloc'd, freed by config_free) */
+	CONFIG_INT,	 /* long; min/max enforced */
+	CONFIG_BOOL,	 /* int: yes/no/true/false/on/off/1/0 */
 	CONFIG_HOSTPORT, /* char * "host:port" with port 0..65535 */
 	CONFIG_DURATION, /* long milliseconds: "30s", "5m", "250ms", "2h", bare number = seconds */
 };
@@ -20,9 +20,9 @@ enum config_type {
 struct config_opt {
 	const char *name;
 	enum config_type type;
-	size_t offset; /* offsetof() into the caller's struct */
+	size_t offset;	 /* offsetof() into the caller's struct */
 	const char *def; /* default as text, parsed like a file value; NULL = none */
-	long min, max;   /* CONFIG_INT / CONFIG_DURATION bounds (ignored when min == max) */
+	long min, max;	 /* CONFIG_INT / CONFIG_DURATION bounds (ignored when min == max) */
 	/* Optional extra check; returns 0 or fills err. */
 	int (*validate)(const char *value, char *err, size_t errlen);
 	const char *help; /* one line for docs */

@@ -41,7 +41,7 @@ int crypto_key_load(const char *path, uint8_t key[CRYPTO_KEY_LEN], char *err, si
 int crypto_seal(const uint8_t key[CRYPTO_KEY_LEN], const void *plain, size_t len, const char *aad,
 		char **out, char *err, size_t errlen);
 /* Inverse of crypto_seal; *out is malloc'd, NUL-terminated, *outlen its length. */
-int crypto_open(const uint8_t key[CRYPTO_KEY_LEN], const char *sealed, const char *aad,
-		char **out, size_t *outlen, char *err, size_t errlen);
+int crypto_open(const uint8_t key[CRYPTO_KEY_LEN], const char *sealed, const char *aad, char **out,
+		size_t *outlen, char *err, size_t errlen);
 
 #endif

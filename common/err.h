@@ -15,10 +15,10 @@ enum err_code {
 	ERR_NOTFOUND,  /* no such object */
 	ERR_EXISTS,    /* already exists */
 	ERR_CONFLICT,  /* state does not allow it */
-	ERR_IO,        /* file or socket error */
+	ERR_IO,	       /* file or socket error */
 	ERR_TOOBIG,    /* exceeds a size limit */
 	ERR_CRYPTO,    /* cryptographic failure (bad tag, bad key) */
-	ERR_DB,        /* database error */
+	ERR_DB,	       /* database error */
 	ERR_BUSY,      /* busy, try again */
 	ERR_TIMEOUT,   /* timed out */
 	ERR_CANCELLED, /* cancelled */

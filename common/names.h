@@ -9,7 +9,8 @@
 
 #include <stddef.h>
 
-/* Server name: 1-63 chars, [a-z0-9-], starts with a letter or digit, no trailing '-' (a DNS label). */
+/* Server name: 1-63 chars, [a-z0-9-], starts with a letter or digit, no trailing '-' (a DNS label).
+ */
 int names_server(const char *s, char *err, size_t errlen);
 /* Domain: lower-case DNS name, 1-253 chars, at least two labels, labels 1-63 [a-z0-9-] not
  * starting/ending with '-', last label alphabetic; a leading "*." wildcard is allowed only when

@@ -4,8 +4,8 @@
 
 #include <stdint.h>
 
-int64_t time_now_ms(void);       /* CLOCK_REALTIME, epoch ms */
-int64_t time_mono_ms(void);      /* CLOCK_MONOTONIC ms */
+int64_t time_now_ms(void);  /* CLOCK_REALTIME, epoch ms */
+int64_t time_mono_ms(void); /* CLOCK_MONOTONIC ms */
 void time_sleep_ms(long ms);
 /* "2026-11-22T18:40:00.123Z" into out (>= 32 bytes). */
 void time_iso(int64_t epoch_ms, char out[32]);

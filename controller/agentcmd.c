@@ -167,11 +167,10 @@ static const struct agentcmd_field agentcmd_git_f[] = {
     {"commit", F_STR, 0, agentcmd_commit}, {"dest", F_STR, 1, agentcmd_path},
     {"user", F_STR, 0, agentcmd_user},	   {"deploy_key", F_STR, 0, NULL},
     {"known_hosts", F_STR, 0, NULL},	   {NULL, 0, 0, NULL}};
-static const struct agentcmd_field agentcmd_keys_f[] = {
-    {"user", F_STR, 1, agentcmd_user},
-    {"keys", F_STRS, 1, agentcmd_key_line},
-    {"report_only", F_BOOL, 0, NULL},
-    {NULL, 0, 0, NULL}};
+static const struct agentcmd_field agentcmd_keys_f[] = {{"user", F_STR, 1, agentcmd_user},
+							{"keys", F_STRS, 1, agentcmd_key_line},
+							{"report_only", F_BOOL, 0, NULL},
+							{NULL, 0, 0, NULL}};
 static const struct agentcmd_field agentcmd_service_f[] = {
     {"name", F_STR, 1, agentcmd_service_name},
     {"action", F_STR, 1, agentcmd_action},

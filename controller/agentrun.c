@@ -93,16 +93,17 @@ agentrun(struct job_ctx *ctx, int64_t server_id, const char *kind, const char *p
 	free(known);
 	/* A command of this step from before a crash: wait for it rather than run it twice. */
 	if (id == 0 || store_int(s, 0, "SELECT count(*) FROM commands WHERE id = ?", "i", id) == 0)
-		if ((rc = agentrun_queue(ctx, server_id, kind, payload_json, o, &id, err, errlen)) !=
-		    0)
+		if ((rc = agentrun_queue(ctx, server_id, kind, payload_json, o, &id, err,
+					 errlen)) != 0)
 			return rc;
 	if (o->command_id)
 		*o->command_id = id;
 	deadline = time_mono_ms() + timeout;
 	for (;;) {
 		seen = events_last_id();
-		st = store_query(s, "SELECT state, exit_code, error, result FROM commands WHERE id = ?",
-				 "i", id);
+		st = store_query(
+		    s, "SELECT state, exit_code, error, result FROM commands WHERE id = ?", "i",
+		    id);
 		if (st && store_step(st) == STORE_ROW) {
 			free(state);
 			state = strdup(store_col_text(st, 0));
@@ -131,8 +132,9 @@ agentrun(struct job_ctx *ctx, int64_t server_id, const char *kind, const char *p
 		}
 		if (time_mono_ms() > deadline) {
 			agentrun_cancel(s, server_id, id);
-			rc = err_set(err, errlen, ERR_TIMEOUT, "%s: no result after %ld s (agent %s)",
-				     kind, timeout / 1000, state ? state : "?");
+			rc = err_set(err, errlen, ERR_TIMEOUT,
+				     "%s: no result after %ld s (agent %s)", kind, timeout / 1000,
+				     state ? state : "?");
 			goto out;
 		}
 		events_wait(seen, 500);

@@ -12,12 +12,12 @@
 struct job_ctx;
 
 struct agentrun_opts {
-	const char *key;        /* job data key ("cmd:checkout"); must be unique per step */
+	const char *key;	/* job data key ("cmd:checkout"); must be unique per step */
 	const char *owner_kind; /* "deployment", "site", "server" (whose log it is) */
 	int64_t owner_id;
-	long timeout_ms;        /* 0 = 10 minutes */
-	char **result_json;     /* if not NULL: the command's result (malloc'd) */
-	int64_t *command_id;    /* if not NULL: the command's id */
+	long timeout_ms;     /* 0 = 10 minutes */
+	char **result_json;  /* if not NULL: the command's result (malloc'd) */
+	int64_t *command_id; /* if not NULL: the command's id */
 };
 
 /* Queues kind/payload for server_id (unless this step already did) and waits until it

@@ -12,9 +12,9 @@
 struct api;
 
 struct api_opts {
-	const char *listen;  /* "127.0.0.1:8080"; port 0 picks a free one */
-	size_t body_max;     /* request body limit; 0 = 1 MiB */
-	unsigned max_conns;  /* 0 = 256 */
+	const char *listen; /* "127.0.0.1:8080"; port 0 picks a free one */
+	size_t body_max;    /* request body limit; 0 = 1 MiB */
+	unsigned max_conns; /* 0 = 256 */
 };
 
 int api_start(const struct api_opts *opts, struct api **out, char *err, size_t errlen);

@@ -220,8 +220,7 @@ void api_events_get(struct api_req *r);
 /* Shared by keys and batches (api_keys.c): the body's server selector, one of "servers"
  * (ids and names), "tag" or "all": true, as distinct ids in *ids (malloc'd). With required
  * 0 and none given, *n = 0. Replies 400 and returns -1 when it is bad or matches nothing. */
-int api_fleet_select(struct api_req *r, const json_t *body, int required, int64_t **ids,
-		     size_t *n);
+int api_fleet_select(struct api_req *r, const json_t *body, int required, int64_t **ids, size_t *n);
 
 /* Shared by deployments and commands: output_lines of one owner as a page. */
 void api_output_page(struct api_req *r, const char *owner_kind, int64_t owner_id);

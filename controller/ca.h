@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 struct ca_files {
-	char *ca_crt;     /* PEM text */
+	char *ca_crt; /* PEM text */
 	char *server_crt;
 	char *server_key;
 };

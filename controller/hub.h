@@ -14,11 +14,11 @@
 struct hub;
 
 struct hub_opts {
-	const char *listen;      /* "127.0.0.1:8443"; port 0 picks a free one */
-	const char *data_dir;    /* for the CA */
+	const char *listen;	 /* "127.0.0.1:8443"; port 0 picks a free one */
+	const char *data_dir;	 /* for the CA */
 	const char *server_name; /* DNS name in the controller certificate */
-	long park_ms;            /* how long a poll is parked; 0 = 25000 */
-	long offline_ms;         /* silence before an agent is offline; 0 = 60000 */
+	long park_ms;		 /* how long a poll is parked; 0 = 25000 */
+	long offline_ms;	 /* silence before an agent is offline; 0 = 60000 */
 };
 
 int hub_start(const struct hub_opts *opts, struct hub **out, char *err, size_t errlen);

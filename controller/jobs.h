@@ -35,7 +35,7 @@ struct job_type {
 	int max_attempts;    /* default for new jobs; 0 = 3 */
 	long backoff_ms;     /* first retry delay; 0 = 1000 */
 	long backoff_max_ms; /* cap; 0 = 5 minutes */
-	int rollback;        /* undo completed steps on final failure / cancel */
+	int rollback;	     /* undo completed steps on final failure / cancel */
 	/* Called (may be NULL) in the job's final transaction: state is "done", "failed" or
 	 * "cancelled". Lets a resource follow its job (e.g. server -> failed). */
 	void (*finished)(struct job_ctx *ctx, const char *state, const char *error);
@@ -46,13 +46,13 @@ int jobs_register(const struct job_type *type);
 const struct job_type *jobs_type(const char *name);
 
 struct jobs_enqueue_opts {
-	const char *queue;     /* NULL = "default"; "serial:<name>" runs one job at a time, in order */
-	int max_attempts;      /* 0 = type default */
-	long timeout_ms;       /* 0 = type default */
-	int64_t run_after_ms;  /* absolute epoch ms; 0 = now */
+	const char *queue; /* NULL = "default"; "serial:<name>" runs one job at a time, in order */
+	int max_attempts;  /* 0 = type default */
+	long timeout_ms;   /* 0 = type default */
+	int64_t run_after_ms;	   /* absolute epoch ms; 0 = now */
 	const char *resource_kind; /* "server", "site", ... may be NULL */
 	int64_t resource_id;
-	const char *actor;     /* who asked: "token:ops", "webhook:github", "system" */
+	const char *actor; /* who asked: "token:ops", "webhook:github", "system" */
 };
 
 /* Inserts a queued job (inside the caller's transaction if one is open) and wakes a
@@ -71,9 +71,9 @@ char *jobs_get_json(struct store *s, int64_t id);
 
 struct jobs_engine_opts {
 	const char *db_path;
-	int workers;      /* 0 = 4 */
-	long lease_ms;    /* 0 = 30000; extended every lease/3 */
-	long poll_ms;     /* idle poll when not woken; 0 = 500 */
+	int workers;	   /* 0 = 4 */
+	long lease_ms;	   /* 0 = 30000; extended every lease/3 */
+	long poll_ms;	   /* idle poll when not woken; 0 = 500 */
 	const char *queue; /* NULL = all queues */
 };
 struct jobs_engine;

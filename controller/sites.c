@@ -559,10 +559,11 @@ sites_switch(struct job_ctx *ctx, const struct sites_row *r, int64_t release, in
 	if (prune) {
 		/* this release and the newest finished ones, keep_releases in all */
 		n = (size_t)snprintf(keep, sizeof(keep), "%lld", (long long)release);
-		st = store_query(job_store(ctx),
-				 "SELECT id FROM deployments WHERE site_id = ? AND state = 'finished'"
-				 " AND release IS NOT NULL AND id != ? ORDER BY id DESC LIMIT ?",
-				 "iii", r->id, release, r->keep > 1 ? r->keep - 1 : (int64_t)0);
+		st = store_query(
+		    job_store(ctx),
+		    "SELECT id FROM deployments WHERE site_id = ? AND state = 'finished'"
+		    " AND release IS NOT NULL AND id != ? ORDER BY id DESC LIMIT ?",
+		    "iii", r->id, release, r->keep > 1 ? r->keep - 1 : (int64_t)0);
 		while (st && store_step(st) == STORE_ROW && n < sizeof(keep) - 24)
 			n += (size_t)snprintf(keep + n, sizeof(keep) - n, " %lld",
 					      (long long)store_col_int(st, 0));

@@ -20,9 +20,9 @@ struct sm_transition {
 };
 
 struct sm_def {
-	const char *kind;  /* "server" */
-	const char *table; /* "servers": has columns state, progress, message, checklist,
-			      error, failed_step, failed_at, updated_at */
+	const char *kind;	   /* "server" */
+	const char *table;	   /* "servers": has columns state, progress, message, checklist,
+				      error, failed_step, failed_at, updated_at */
 	const char *const *states; /* NULL-terminated */
 	const struct sm_transition *transitions;
 	size_t ntransitions;

@@ -25,14 +25,8 @@
 
 /* The dispatch table: every command family, in the order help lists them. */
 static const struct cli_family *const stoke_families[] = {
-    &cli_server_family,
-    &cli_job_family,
-    &cli_token_family,
-    &cli_site_family,
-    &cli_deploy_family,
-    &cli_key_family,
-    &cli_run_family,
-    &cli_batch_family,
+    &cli_server_family, &cli_job_family, &cli_token_family, &cli_site_family,
+    &cli_deploy_family, &cli_key_family, &cli_run_family,   &cli_batch_family,
 };
 #define STOKE_NFAMILIES (sizeof(stoke_families) / sizeof(stoke_families[0]))
 

@@ -15,15 +15,15 @@ struct stoked_config {
 	char *agent_listen;
 	char *log_level;
 	long workers;
-	long job_lease;  /* ms */
-	long body_max;   /* bytes */
+	long job_lease; /* ms */
+	long body_max;	/* bytes */
 	long api_conns;
 	char *agent_server_name; /* DNS name in the controller's agent certificate */
-	long agent_park;         /* ms a poll is parked before a no-op */
-	char *agent_public_url;  /* what new servers' agents dial; "" = the agent listener */
-	char *agent_binary;      /* stoke-agent uploaded to new servers */
+	long agent_park;	 /* ms a poll is parked before a no-op */
+	char *agent_public_url;	 /* what new servers' agents dial; "" = the agent listener */
+	char *agent_binary;	 /* stoke-agent uploaded to new servers */
 	char *provision_scripts; /* folder of provision.sh and install-agent.sh */
-	char *agent_unit;        /* systemd unit installed with the agent */
+	char *agent_unit;	 /* systemd unit installed with the agent */
 	char *digitalocean_url, *digitalocean_token;
 	char *hetzner_url, *hetzner_token;
 };
