@@ -172,13 +172,35 @@ prov_cloud_fini(struct cloud_ctx *ctx, char *token)
 	}
 }
 
+/* Rank of a provisioning state (-1: not one of them). */
+static int
+prov_rank(const char *state)
+{
+	static const char *const order[] = {"pending",	     "creating",	 "booting",
+					    "bootstrapping", "installing_agent", "active"};
+	size_t i;
+
+	for (i = 0; state && i < sizeof(order) / sizeof(order[0]); i++)
+		if (strcmp(order[i], state) == 0)
+			return (int)i;
+	return -1;
+}
+
 static int
 prov_move(struct job_ctx *ctx, const char *to, int percent, const char *msg, char *err,
 	  size_t errlen)
 {
 	struct store *s = job_store(ctx);
-	int rc;
+	char *now =
+	    store_text(s, "SELECT state FROM servers WHERE id = ?", "i", job_resource_id(ctx));
+	int rc, later = prov_rank(now) >= prov_rank(to) && prov_rank(to) >= 0;
 
+	free(now);
+	/* A step run again (after a crash or a retry) may find the server further on. */
+	if (later) {
+		job_progress(ctx, percent, "%s", msg);
+		return 0;
+	}
 	store_begin(s);
 	if ((rc = sm_transition(s, &sm_server, job_resource_id(ctx), to, "system", err, errlen)) !=
 	    0) {
@@ -603,13 +625,16 @@ prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 	job_progress(ctx, 45, "running provision.sh");
 	snprintf(user, sizeof(user), "STOKE_DEPLOY_USER=%s", v.deploy_user);
 	{
-		const char *argv[] = {"env", user, "bash", "/tmp/stoke-provision.sh", NULL};
+		char rpath[64], *rnd = crypto_token("", 8);
+		const char *argv[] = {"env", user, "bash", rpath, NULL};
+
+		snprintf(rpath, sizeof(rpath), "/tmp/stoke-provision-%s.sh", rnd ? rnd : "x");
+		free(rnd);
 
 		if ((rc = prov_read(prov_cfg.scripts_dir, "provision.sh", &script, &len, err,
 				    errlen)) != 0 ||
 		    (rc = prov_connect(ctx, &v, &c, 0, err, errlen)) != 0 ||
-		    (rc = ssh_upload(c, "/tmp/stoke-provision.sh", script, len, 0700, err,
-				     errlen)) != 0 ||
+		    (rc = ssh_upload(c, rpath, script, len, 0700, err, errlen)) != 0 ||
 		    (rc = prov_run(ctx, c, argv, &log, 3600000, err, errlen)) != 0)
 			goto out;
 	}
@@ -633,10 +658,14 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 	char tmpl[] = "/tmp/stoke-bundle-XXXXXX", *bundle = NULL, *data = NULL;
 	static const char *const files[] = {"agent.conf", "ca.crt", "agent.crt", "agent.key",
 					    "secret"};
-	char remote[256];
+	char remote[256], dir[64], path[128], *rnd;
 	size_t len, i;
 	int rc;
 
+	/* A fresh folder per attempt: never one planted by someone else, never shared. */
+	rnd = crypto_token("", 8);
+	snprintf(dir, sizeof(dir), "/tmp/stoke-install-%s", rnd ? rnd : "x");
+	free(rnd);
 	if ((rc = prov_load(s, job_resource_id(ctx), &v, err, errlen)) != 0)
 		return rc;
 	log.seq = store_int(s, 0,
@@ -658,14 +687,15 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 	    (rc = prov_connect(ctx, &v, &c, 0, err, errlen)) != 0)
 		goto out;
 	{
-		const char *mk[] = {"mkdir", "-p", "-m", "700", "/tmp/stoke-agent-install/bundle",
-				    NULL};
+		char bdir[96];
+		const char *mk[] = {"mkdir", "-m", "700", dir, bdir, NULL};
 
+		snprintf(bdir, sizeof(bdir), "%s/bundle", dir);
 		if ((rc = prov_run(ctx, c, mk, &log, 60000, err, errlen)) != 0)
 			goto out;
 	}
 	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		snprintf(remote, sizeof(remote), "/tmp/stoke-agent-install/bundle/%s", files[i]);
+		snprintf(remote, sizeof(remote), "%s/bundle/%s", dir, files[i]);
 		if ((rc = prov_read(bundle, files[i], &data, &len, err, errlen)) != 0 ||
 		    (rc = ssh_upload(c, remote, data, len, 0600, err, errlen)) != 0)
 			goto out;
@@ -675,29 +705,32 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 	}
 	if ((rc = atomicfile_read(prov_cfg.agent_binary, 256u << 20, &data, &len, err, errlen)) !=
 		0 ||
-	    (rc = ssh_upload(c, "/tmp/stoke-agent-install/stoke-agent", data, len, 0755, err,
-			     errlen)) != 0)
+	    (snprintf(path, sizeof(path), "%s/stoke-agent", dir),
+	     (rc = ssh_upload(c, path, data, len, 0755, err, errlen))) != 0)
 		goto out;
 	free(data);
 	data = NULL;
 	if ((rc = atomicfile_read(prov_cfg.unit_file, 1 << 20, &data, &len, err, errlen)) != 0 ||
-	    (rc = ssh_upload(c, "/tmp/stoke-agent-install/stoke-agent.service", data, len, 0644,
-			     err, errlen)) != 0)
+	    (snprintf(path, sizeof(path), "%s/stoke-agent.service", dir),
+	     (rc = ssh_upload(c, path, data, len, 0644, err, errlen))) != 0)
 		goto out;
 	free(data);
 	data = NULL;
 	if ((rc = prov_read(prov_cfg.scripts_dir, "install-agent.sh", &data, &len, err, errlen)) !=
 		0 ||
-	    (rc = ssh_upload(c, "/tmp/stoke-agent-install/install-agent.sh", data, len, 0700, err,
-			     errlen)) != 0)
+	    (snprintf(path, sizeof(path), "%s/install-agent.sh", dir),
+	     (rc = ssh_upload(c, path, data, len, 0700, err, errlen))) != 0)
 		goto out;
 	{
-		const char *argv[] = {"bash",	  "/tmp/stoke-agent-install/install-agent.sh",
-				      "--binary", "/tmp/stoke-agent-install/stoke-agent",
-				      "--bundle", "/tmp/stoke-agent-install/bundle",
-				      "--unit",	  "/tmp/stoke-agent-install/stoke-agent.service",
-				      NULL};
-		const char *rm[] = {"rm", "-rf", "/tmp/stoke-agent-install", NULL};
+		char sh[128], bin[128], bun[128], unit[128];
+		const char *argv[] = {"bash", sh,	"--binary", bin, "--bundle",
+				      bun,    "--unit", unit,	    NULL};
+		const char *rm[] = {"rm", "-rf", dir, NULL};
+
+		snprintf(sh, sizeof(sh), "%s/install-agent.sh", dir);
+		snprintf(bin, sizeof(bin), "%s/stoke-agent", dir);
+		snprintf(bun, sizeof(bun), "%s/bundle", dir);
+		snprintf(unit, sizeof(unit), "%s/stoke-agent.service", dir);
 
 		char scratch[256];
 
