@@ -50,6 +50,13 @@ struct hub_ctx {
 	struct hub_ctx *qnext;
 };
 
+struct hub_pending {
+	struct hub_ctx *c;
+	uint8_t *buf;
+	size_t n;
+	int64_t parked_for; /* a command for the poll parked for this server; 0: an ack */
+};
+
 struct hub_binding {
 	uint32_t pipe;
 	int64_t server_id;
@@ -75,6 +82,12 @@ struct hub {
 	struct hub_binding bind[HUB_MAX_BINDINGS];
 	size_t nbind;
 	struct store *s;
+	/* the round in progress (hub thread only) */
+	int in_txn, txn_failed, redispatch;
+	size_t txn_msgs;
+	int64_t txn_lines, txn_start;
+	struct hub_pending *pend;
+	size_t npend, cappend;
 };
 
 static struct hub *hub_current;
@@ -254,20 +267,6 @@ hub_reply_noop(struct hub_ctx *c)
 }
 
 static void
-hub_reply_ack(struct hub_ctx *c, uint64_t command_id, uint64_t seq)
-{
-	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
-	Stoke__Ack ack = STOKE__ACK__INIT;
-
-	env.protocol_version = HUB_PROTOCOL;
-	env.body_case = STOKE__ENVELOPE__BODY_ACK;
-	env.ack = &ack;
-	ack.command_id = command_id;
-	ack.seq = seq;
-	hub_reply_env(c, &env);
-}
-
-static void
 hub_reply_refused(struct hub_ctx *c, const char *reason)
 {
 	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
@@ -412,7 +411,114 @@ hub_facts_json(const Stoke__Facts *f)
 	return s;
 }
 
-/* Sends the next queued command for server_id on c; 1 if sent, 0 if none. */
+/* ---- rounds: one write transaction, then the replies ---- */
+
+/*
+ * Everything the hub writes in one pass over received messages (polls, output, results,
+ * commands handed out) goes in one transaction: one commit for hundreds of agents instead
+ * of several each. Replies that depend on what was written (acknowledgements, commands)
+ * wait in h->pend until the commit, so an agent never hears of something not stored.
+ */
+#define HUB_ROUND_MSGS 512    /* messages per transaction */
+#define HUB_ROUND_LINES 50000 /* output lines per transaction */
+#define HUB_ROUND_MS 50	      /* longest a round holds the write lock */
+
+static int
+hub_round_begin(struct hub *h)
+{
+	if (h->in_txn)
+		return 0;
+	if (store_begin(h->s) != 0) {
+		log_warnx("hub: cannot begin a transaction: %s", store_errmsg(h->s));
+		return -1;
+	}
+	h->in_txn = 1;
+	h->txn_failed = 0;
+	h->txn_lines = 0;
+	h->txn_msgs = 0;
+	h->txn_start = time_mono_ms();
+	return 0;
+}
+
+/* Queues a reply to send once the round commits. Takes buf. */
+static void
+hub_pend(struct hub *h, struct hub_ctx *c, uint8_t *buf, size_t n, int64_t parked_for)
+{
+	if (h->npend == h->cappend) {
+		size_t cap = h->cappend ? h->cappend * 2 : 256;
+		struct hub_pending *p = realloc(h->pend, cap * sizeof(*p));
+
+		if (p == NULL) {
+			free(buf);
+			h->txn_failed = 1; /* nothing of this round is promised */
+			hub_drop(c);
+			return;
+		}
+		h->pend = p;
+		h->cappend = cap;
+	}
+	c->server_id = 0; /* taken: no other dispatch may use it */
+	h->pend[h->npend].c = c;
+	h->pend[h->npend].buf = buf;
+	h->pend[h->npend].n = n;
+	h->pend[h->npend].parked_for = parked_for;
+	h->npend++;
+}
+
+/* Commits the round and sends its replies; on failure, stores nothing and promises
+ * nothing: output is not acknowledged (the agent sends it again) and commands stay
+ * queued for the next dispatch. */
+static void
+hub_round_end(struct hub *h)
+{
+	size_t i;
+	int ok;
+
+	if (!h->in_txn)
+		return;
+	h->in_txn = 0;
+	ok = !h->txn_failed && store_commit(h->s) == 0;
+	if (!ok) {
+		log_warnx("hub: cannot store what agents sent: %s; they will send it again",
+			  h->txn_failed ? "a statement failed" : store_errmsg(h->s));
+		store_rollback(h->s);
+	}
+	for (i = 0; i < h->npend; i++) {
+		struct hub_pending *p = &h->pend[i];
+
+		if (ok)
+			hub_reply(p->c, p->buf, p->n);
+		else if (p->parked_for) {
+			p->c->server_id = p->parked_for; /* still parked; dispatched later */
+			h->redispatch = 1;
+		} else
+			hub_drop(p->c);
+		free(p->buf);
+	}
+	h->npend = 0;
+	if (ok)
+		events_notify();
+}
+
+/* Ends the round when it has grown long enough that other writers should get a turn. */
+static void
+hub_round_maybe_end(struct hub *h)
+{
+	if (h->in_txn && (h->txn_msgs >= HUB_ROUND_MSGS || h->txn_lines >= HUB_ROUND_LINES ||
+			  time_mono_ms() - h->txn_start >= HUB_ROUND_MS))
+		hub_round_end(h);
+}
+
+static int
+hub_exec_ok(struct hub *h, int rc)
+{
+	if (rc != 0)
+		h->txn_failed = 1;
+	return rc;
+}
+
+/* Hands the next queued command for server_id to the poll parked on c (in the round's
+ * transaction). 1 if c was answered or taken, 0 if there is nothing to send. */
 static int
 hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
 {
@@ -420,43 +526,55 @@ hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
 	char err[512], *kind = NULL, *payload = NULL;
 	int64_t id = 0;
 	uint8_t *buf;
-	size_t n;
+	size_t n = 0;
 
 	/* A poll parked before its agent was revoked gets nothing more. */
 	if (store_int(h->s, 1, "SELECT agent_revoked FROM servers WHERE id = ?", "i", server_id)) {
 		hub_reply_refused(c, "agent revoked");
 		return 1;
 	}
-	st = store_query(h->s,
-			 "SELECT id, kind, payload FROM commands WHERE server_id = ? AND state ="
-			 " 'queued' ORDER BY id LIMIT 1",
-			 "i", server_id);
-	if (st && store_step(st) == STORE_ROW) {
-		id = store_col_int(st, 0);
-		kind = strdup(store_col_text(st, 1));
-		payload = strdup(store_col_text(st, 2));
-	}
-	store_finalize(st);
-	if (id == 0)
-		return 0;
-	if (agentcmd_pack((uint64_t)id, kind, payload, &buf, &n, err, sizeof(err)) != 0 ||
-	    n > HUB_MSG_MAX) {
-		store_exec(h->s,
-			   "UPDATE commands SET state = 'failed', error = ?, finished_at = ?"
-			   " WHERE id = ?",
-			   "sii", n > HUB_MSG_MAX ? "command too large to send" : err,
-			   store_now_ms(), id);
+	for (;;) {
+		st = store_query(h->s,
+				 "SELECT id, kind, payload FROM commands WHERE server_id = ? AND"
+				 " state = 'queued' ORDER BY id LIMIT 1",
+				 "i", server_id);
+		id = 0;
+		if (st && store_step(st) == STORE_ROW) {
+			id = store_col_int(st, 0);
+			kind = strdup(store_col_text(st, 1));
+			payload = strdup(store_col_text(st, 2));
+		}
+		store_finalize(st);
+		if (id == 0)
+			return 0;
+		if (kind == NULL || payload == NULL) {
+			free(kind);
+			free(payload);
+			h->txn_failed = 1;
+			return 0;
+		}
+		if (agentcmd_pack((uint64_t)id, kind, payload, &buf, &n, err, sizeof(err)) == 0 &&
+		    n <= HUB_MSG_MAX)
+			break;
+		if (n > HUB_MSG_MAX)
+			free(buf);
+		hub_exec_ok(h,
+			    store_exec(h->s,
+				       "UPDATE commands SET state = 'failed', error = ?,"
+				       " finished_at = ? WHERE id = ?",
+				       "sii", n > HUB_MSG_MAX ? "command too large to send" : err,
+				       store_now_ms(), id));
 		free(kind);
 		free(payload);
-		return hub_send_next(h, c, server_id);
+		kind = payload = NULL;
 	}
-	store_exec(h->s, "UPDATE commands SET state = 'sent', sent_at = ? WHERE id = ?", "ii",
-		   store_now_ms(), id);
+	hub_exec_ok(h,
+		    store_exec(h->s, "UPDATE commands SET state = 'sent', sent_at = ? WHERE id = ?",
+			       "ii", store_now_ms(), id));
 	events_emit(h->s, "system", "command.state", "command", id, "{\"state\":\"sent\"}");
 	log_debug("hub: command %lld [%s] -> server %lld", (long long)id, kind,
 		  (long long)server_id);
-	hub_reply(c, buf, n);
-	free(buf);
+	hub_pend(h, c, buf, n, server_id);
 	free(kind);
 	free(payload);
 	return 1;
@@ -491,7 +609,6 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 			hub_drop(c);
 		return;
 	}
-	store_begin(h->s);
 	if (p->facts)
 		facts = hub_facts_json(p->facts);
 	store_exec(h->s,
@@ -520,181 +637,169 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 			log_warnx("hub: %s", err);
 		keys_agent_hello(h->s, id);
 	}
-	store_commit(h->s);
 	free(facts);
 	free(state);
 	hub_unpark(h, id, c);
+	c->parked_at = time_mono_ms();
 	if (hub_send_next(h, c, id))
 		return;
 	c->server_id = id;
-	c->parked_at = time_mono_ms();
 }
 
-struct hub_out {
-	struct hub_ctx *c;
-	Stoke__Envelope *env;
-	int64_t server_id;
-};
-
-/* Stores a batch of output chunks and results in one transaction, then acknowledges. */
+/* Stores one output chunk or result in the round's transaction; its ack waits for the
+ * commit. */
 static void
-hub_ingest(struct hub *h, struct hub_out *outs, size_t n)
+hub_ingest(struct hub *h, struct hub_ctx *c, Stoke__Envelope *e, int64_t server_id)
 {
 	int64_t now = store_now_ms();
-	size_t i;
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
+	Stoke__Ack ack = STOKE__ACK__INIT;
+	uint8_t *buf;
+	size_t n;
 
-	if (n == 0)
-		return;
-	store_begin(h->s);
-	for (i = 0; i < n; i++) {
-		Stoke__Envelope *e = outs[i].env;
+	if (e->body_case == STOKE__ENVELOPE__BODY_OUTPUT) {
+		const Stoke__OutputChunk *o = e->output;
+		const char *stream = o->stream == STOKE__STREAM_KIND__STREAM_STDERR   ? "stderr"
+				     : o->stream == STOKE__STREAM_KIND__STREAM_SYSTEM ? "system"
+										      : "stdout";
+		const char *p = (const char *)o->data.data, *end = p + o->data.len, *nl;
+		int64_t line = 0;
 
-		if (e->body_case == STOKE__ENVELOPE__BODY_OUTPUT) {
-			const Stoke__OutputChunk *o = e->output;
-			const char *stream =
-			    o->stream == STOKE__STREAM_KIND__STREAM_STDERR   ? "stderr"
-			    : o->stream == STOKE__STREAM_KIND__STREAM_SYSTEM ? "system"
-									     : "stdout";
-			const char *p = (const char *)o->data.data, *end = p + o->data.len, *nl;
-			int64_t line = 0;
-
-			if (store_int(
-				h->s, 0,
-				"SELECT count(*) FROM commands WHERE id = ? AND server_id = ?",
-				"ii", (int64_t)o->command_id, outs[i].server_id) == 0)
-				continue;
-			while (p < end && line < 65536) {
-				nl = memchr(p, '\n', (size_t)(end - p));
-				char *text = strndup(p, nl ? (size_t)(nl - p) : (size_t)(end - p));
-
-				store_exec(
-				    h->s,
-				    "INSERT OR IGNORE INTO output_lines (owner_kind, owner_id,"
-				    " seq, stream, time, text) VALUES ('command', ?, ?, ?, ?, ?)",
-				    "iisis", (int64_t)o->command_id, ((int64_t)o->seq << 16) | line,
-				    stream, now, text);
-				free(text);
-				line++;
-				p = nl ? nl + 1 : end;
-			}
-			store_exec(
-			    h->s,
-			    "UPDATE commands SET state = 'running', started_at ="
-			    " coalesce(started_at, ?) WHERE id = ? AND state IN ('sent', 'queued')",
-			    "ii", now, (int64_t)o->command_id);
-		} else {
-			const Stoke__Result *r = e->result;
-			int ok = (r->error == NULL || r->error[0] == '\0') && r->exit_code == 0 &&
-				 r->signal == 0;
-			char data[96], *facts = NULL;
-
-			store_exec(
-			    h->s,
-			    "UPDATE commands SET state = ?, exit_code = ?, signal = ?, error = ?,"
-			    " result = ?, finished_at = ?, acked = 1,"
-			    " started_at = coalesce(started_at, ?) WHERE id = ? AND"
-			    " server_id = ? AND state NOT IN ('done', 'failed', 'cancelled')",
-			    "sddssiiii", ok ? "done" : "failed", (int)r->exit_code, (int)r->signal,
-			    r->error && r->error[0] ? r->error : NULL,
-			    r->result_json && r->result_json[0] ? r->result_json : NULL, now, now,
-			    (int64_t)r->command_id, outs[i].server_id);
-			if (store_changes(h->s) > 0) {
-				snprintf(data, sizeof(data), "{\"state\":\"%s\",\"exit_code\":%d}",
-					 ok ? "done" : "failed", (int)r->exit_code);
-				events_emit(h->s, "system", "command.state", "command",
-					    (int64_t)r->command_id, data);
-			}
-			if (r->facts && (facts = hub_facts_json(r->facts)) != NULL)
-				store_exec(h->s, "UPDATE servers SET facts = ? WHERE id = ?", "si",
-					   facts, outs[i].server_id);
-			free(facts);
+		ack.command_id = o->command_id;
+		ack.seq = o->seq;
+		if (store_int(h->s, 0,
+			      "SELECT count(*) FROM commands WHERE id = ? AND server_id = ?", "ii",
+			      (int64_t)o->command_id, server_id) == 0)
+			goto reply; /* not this agent's: acknowledged, not stored */
+		while (p < end && line < 65536) {
+			nl = memchr(p, '\n', (size_t)(end - p));
+			hub_exec_ok(h, store_exec(h->s,
+						  "INSERT OR IGNORE INTO output_lines (owner_kind,"
+						  " owner_id, seq, stream, time, text) VALUES"
+						  " ('command', ?, ?, ?, ?, ?)",
+						  "iisit", (int64_t)o->command_id,
+						  ((int64_t)o->seq << 16) | line, stream, now, p,
+						  (size_t)(nl ? nl - p : end - p)));
+			line++;
+			p = nl ? nl + 1 : end;
 		}
+		h->txn_lines += line;
+		hub_exec_ok(h,
+			    store_exec(h->s,
+				       "UPDATE commands SET state = 'running', started_at ="
+				       " coalesce(started_at, ?) WHERE id = ? AND state IN ('sent',"
+				       " 'queued')",
+				       "ii", now, (int64_t)o->command_id));
+	} else {
+		const Stoke__Result *r = e->result;
+		int ok = (r->error == NULL || r->error[0] == '\0') && r->exit_code == 0 &&
+			 r->signal == 0;
+		char data[96], *facts = NULL;
+
+		ack.command_id = r->command_id;
+		hub_exec_ok(h,
+			    store_exec(h->s,
+				       "UPDATE commands SET state = ?, exit_code = ?, signal = ?,"
+				       " error = ?, result = ?, finished_at = ?, acked = 1,"
+				       " started_at = coalesce(started_at, ?) WHERE id = ? AND"
+				       " server_id = ? AND state NOT IN ('done', 'failed',"
+				       " 'cancelled')",
+				       "sddssiiii", ok ? "done" : "failed", (int)r->exit_code,
+				       (int)r->signal, r->error && r->error[0] ? r->error : NULL,
+				       r->result_json && r->result_json[0] ? r->result_json : NULL,
+				       now, now, (int64_t)r->command_id, server_id));
+		if (store_changes(h->s) > 0) {
+			snprintf(data, sizeof(data), "{\"state\":\"%s\",\"exit_code\":%d}",
+				 ok ? "done" : "failed", (int)r->exit_code);
+			events_emit(h->s, "system", "command.state", "command",
+				    (int64_t)r->command_id, data);
+		}
+		if (r->facts && (facts = hub_facts_json(r->facts)) != NULL)
+			store_exec(h->s, "UPDATE servers SET facts = ? WHERE id = ?", "si", facts,
+				   server_id);
+		free(facts);
 	}
-	if (store_commit(h->s) != 0) {
-		/* Not stored: no ack, the agent sends them again. */
-		log_warnx("hub: cannot store output: %s", store_errmsg(h->s));
-		store_rollback(h->s);
-		for (i = 0; i < n; i++)
-			hub_drop(outs[i].c);
+reply:
+	env.protocol_version = HUB_PROTOCOL;
+	env.body_case = STOKE__ENVELOPE__BODY_ACK;
+	env.ack = &ack;
+	n = stoke__envelope__get_packed_size(&env);
+	if ((buf = malloc(n ? n : 1)) == NULL) {
+		h->txn_failed = 1;
+		hub_drop(c);
 		return;
 	}
-	events_notify();
-	for (i = 0; i < n; i++) {
-		Stoke__Envelope *e = outs[i].env;
-
-		if (e->body_case == STOKE__ENVELOPE__BODY_OUTPUT)
-			hub_reply_ack(outs[i].c, e->output->command_id, e->output->seq);
-		else
-			hub_reply_ack(outs[i].c, e->result->command_id, 0);
-	}
+	stoke__envelope__pack(&env, buf);
+	hub_pend(h, c, buf, n, 0);
 }
 
+static void
+hub_handle_one(struct hub *h, struct hub_ctx *c)
+{
+	Stoke__Envelope *e;
+	const char *reason;
+	int64_t id;
+
+	e = stoke__envelope__unpack(NULL, nng_msg_len(c->msg), nng_msg_body(c->msg));
+	if (e == NULL) {
+		log_warnx("hub: undecodable message on connection %u", c->pipe);
+		hub_drop(c);
+		return;
+	}
+	if (e->protocol_version != HUB_PROTOCOL) {
+		char why[96];
+
+		snprintf(why, sizeof(why),
+			 "protocol version %u not supported (controller speaks %d)",
+			 e->protocol_version, HUB_PROTOCOL);
+		hub_reply_refused(c, why);
+		stoke__envelope__free_unpacked(e, NULL);
+		return;
+	}
+	switch (e->body_case) {
+	case STOKE__ENVELOPE__BODY_POLL:
+		hub_poll(h, c, e->poll);
+		break;
+	case STOKE__ENVELOPE__BODY_OUTPUT:
+	case STOKE__ENVELOPE__BODY_RESULT:
+		id = e->body_case == STOKE__ENVELOPE__BODY_OUTPUT
+			 ? hub_auth(h, c, e->output->agent_id, e->output->secret, &reason)
+			 : hub_auth(h, c, e->result->agent_id, e->result->secret, &reason);
+		if (id != 0)
+			hub_ingest(h, c, e, id);
+		else if (reason)
+			hub_reply_refused(c, reason);
+		else
+			hub_drop(c);
+		break;
+	default:
+		log_warnx("hub: unexpected message on connection %u", c->pipe);
+		hub_drop(c);
+	}
+	stoke__envelope__free_unpacked(e, NULL);
+}
+
+/* Handles received messages in rounds of one transaction each. Without a transaction
+ * (the database stays locked past the busy timeout) nothing is promised: every message
+ * is dropped and its agent sends it again. */
 static void
 hub_handle_batch(struct hub *h, struct hub_ctx *list)
 {
-	struct hub_out outs[256];
-	size_t nout = 0, i;
 	struct hub_ctx *c, *next;
 
 	for (c = list; c; c = next) {
-		Stoke__Envelope *e;
-		const char *reason;
-		int64_t id;
-
 		next = c->qnext;
-		e = stoke__envelope__unpack(NULL, nng_msg_len(c->msg), nng_msg_body(c->msg));
-		if (e == NULL) {
-			log_warnx("hub: undecodable message on connection %u", c->pipe);
-			hub_drop(c);
-			continue;
-		}
-		if (e->protocol_version != HUB_PROTOCOL) {
-			char why[96];
-
-			snprintf(why, sizeof(why),
-				 "protocol version %u not supported (controller speaks %d)",
-				 e->protocol_version, HUB_PROTOCOL);
-			hub_reply_refused(c, why);
-			stoke__envelope__free_unpacked(e, NULL);
-			continue;
-		}
-		switch (e->body_case) {
-		case STOKE__ENVELOPE__BODY_POLL:
-			hub_poll(h, c, e->poll);
-			stoke__envelope__free_unpacked(e, NULL);
-			break;
-		case STOKE__ENVELOPE__BODY_OUTPUT:
-		case STOKE__ENVELOPE__BODY_RESULT:
-			id = e->body_case == STOKE__ENVELOPE__BODY_OUTPUT
-				 ? hub_auth(h, c, e->output->agent_id, e->output->secret, &reason)
-				 : hub_auth(h, c, e->result->agent_id, e->result->secret, &reason);
-			if (id == 0) {
-				if (reason)
-					hub_reply_refused(c, reason);
-				else
-					hub_drop(c);
-				stoke__envelope__free_unpacked(e, NULL);
-				break;
+		if (hub_round_begin(h) != 0) {
+			for (; c; c = next) {
+				next = c->qnext;
+				hub_drop(c);
 			}
-			outs[nout].c = c;
-			outs[nout].env = e;
-			outs[nout].server_id = id;
-			if (++nout == sizeof(outs) / sizeof(outs[0])) {
-				hub_ingest(h, outs, nout);
-				for (i = 0; i < nout; i++)
-					stoke__envelope__free_unpacked(outs[i].env, NULL);
-				nout = 0;
-			}
-			break;
-		default:
-			log_warnx("hub: unexpected message on connection %u", c->pipe);
-			stoke__envelope__free_unpacked(e, NULL);
-			hub_drop(c);
+			return;
 		}
+		hub_handle_one(h, c);
+		h->txn_msgs++;
+		hub_round_maybe_end(h);
 	}
-	hub_ingest(h, outs, nout);
-	for (i = 0; i < nout; i++)
-		stoke__envelope__free_unpacked(outs[i].env, NULL);
 }
 
 /* Parked polls that waited long enough get a no-op; silent agents go offline. */
@@ -722,6 +827,7 @@ hub_tick(struct hub *h)
 		hub_presence(h, ids[i], "offline");
 }
 
+/* Every parked poll looks for a queued command, all in rounds of one transaction. */
 static void
 hub_dispatch(struct hub *h)
 {
@@ -730,8 +836,15 @@ hub_dispatch(struct hub *h)
 	for (i = 0; i < h->nctx; i++) {
 		struct hub_ctx *c = h->ctxs[i];
 
-		if (c->state == HUB_HELD && c->server_id)
-			hub_send_next(h, c, c->server_id);
+		if (c->state != HUB_HELD || c->server_id == 0)
+			continue;
+		if (hub_round_begin(h) != 0) {
+			h->redispatch = 1;
+			return;
+		}
+		hub_send_next(h, c, c->server_id);
+		h->txn_msgs++;
+		hub_round_maybe_end(h);
 	}
 }
 
@@ -796,10 +909,14 @@ hub_main(void *arg)
 			break;
 		if (list)
 			hub_handle_batch(h, list);
+		hub_round_end(h);
 		for (i = 0; i < nremoved; i++)
 			hub_pipe_gone(h, removed[i]);
-		if (dispatch)
+		if (dispatch || h->redispatch) {
+			h->redispatch = 0;
 			hub_dispatch(h);
+			hub_round_end(h);
+		}
 		if (time_mono_ms() - last_tick >= 1000) {
 			hub_tick(h);
 			last_tick = time_mono_ms();
@@ -938,6 +1055,7 @@ hub_stop(struct hub *h)
 		free(h->ctxs[i]);
 	}
 	nng_tls_config_free(h->tls);
+	free(h->pend);
 	pthread_mutex_destroy(&h->mtx);
 	pthread_cond_destroy(&h->cond);
 	free(h);

@@ -271,6 +271,34 @@ jobs_backoff(const struct job_type *t, int attempts)
 	return d < cap ? d : cap;
 }
 
+#define JOBS_CLAIM_SQL                                                                             \
+	"SELECT id FROM jobs WHERE ((state = 'queued' AND run_after <= ?1)" /* an expired lease of \
+									     * another process;    \
+									     * never one of this   \
+									     * process, whose                                                                                             \
+									     * worker is alive     \
+									     * even when the       \
+									     * heartbeat runs late \
+									     */                    \
+	" OR (state = 'running' AND lease_until < ?1 AND lease_owner != ?3))"                      \
+	" AND (?2 IS NULL OR queue = ?2)" /* a "serial:" queue runs its jobs one at a time, in     \
+					     order */                                              \
+	" AND (queue NOT LIKE 'serial:%' OR NOT EXISTS (SELECT 1 FROM jobs j2"                     \
+	" WHERE j2.queue = jobs.queue AND j2.id < jobs.id"                                         \
+	" AND j2.state IN ('queued', 'running')))"                                                 \
+	" ORDER BY run_after, id LIMIT 1"
+
+/* 1 when a job could be claimed now (read only; the claim itself checks again). */
+static int
+jobs_claimable(struct jobs_engine *e, struct store *s, int64_t now)
+{
+	struct store_stmt *st = store_query(s, JOBS_CLAIM_SQL, "iss", now, e->queue, e->owner);
+	int rc = st != NULL && store_step(st) == STORE_ROW;
+
+	store_finalize(st);
+	return rc;
+}
+
 /* Claims one due job (queued and due, or running with an expired lease). */
 static int
 jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *step,
@@ -280,20 +308,13 @@ jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *ste
 	int64_t now = store_now_ms(), id = 0, timeout = 0;
 	int found = 0;
 
+	/* Look without the write lock first: idle workers wake often, and a BEGIN IMMEDIATE
+	 * each time made the hub wait for the lock under load. */
+	if (!jobs_claimable(e, s, now))
+		return 0;
 	if (store_begin(s) != 0)
 		return -1;
-	st = store_query(s,
-			 "SELECT id FROM jobs WHERE ((state = 'queued' AND run_after <= ?1)"
-			 /* an expired lease of another process; never one of this process,
-			  * whose worker is alive even when the heartbeat runs late */
-			 " OR (state = 'running' AND lease_until < ?1 AND lease_owner != ?3))"
-			 " AND (?2 IS NULL OR queue = ?2)"
-			 /* a "serial:" queue runs its jobs one at a time, in order */
-			 " AND (queue NOT LIKE 'serial:%' OR NOT EXISTS (SELECT 1 FROM jobs j2"
-			 " WHERE j2.queue = jobs.queue AND j2.id < jobs.id"
-			 " AND j2.state IN ('queued', 'running')))"
-			 " ORDER BY run_after, id LIMIT 1",
-			 "iss", now, e->queue, e->owner);
+	st = store_query(s, JOBS_CLAIM_SQL, "iss", now, e->queue, e->owner);
 	if (st && store_step(st) == STORE_ROW) {
 		id = store_col_int(st, 0);
 		found = 1;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -20,15 +21,26 @@
 #include "timeutil.h"
 
 #define STORE_BUSY_MS 10000
-
-struct store {
-	sqlite3 *db;
-};
+#define STORE_CACHE 128 /* prepared statements kept per connection */
+#define STORE_CACHE_WAYS 4
 
 struct store_stmt {
 	struct store *s;
 	sqlite3_stmt *st;
+	uint32_t hash; /* of the SQL text, when cached */
+	int cached;    /* lives in s->cache; finalize resets it instead */
+	int busy;      /* handed out by store_query, not finalized yet */
 };
+
+/* Statements are compiled once per connection and reused: parsing was a third of the
+ * hub's time under load. Keyed by the SQL text (callers may build SQL in buffers). */
+struct store {
+	sqlite3 *db;
+	int64_t busy_since; /* monotonic ms of the first try of the current wait */
+	struct store_stmt cache[STORE_CACHE];
+};
+
+static int store_busy_cb(void *arg, int count);
 
 static char *store_global_path;
 static pthread_key_t store_tls_key;
@@ -56,7 +68,7 @@ store_open(const char *path, struct store **out, char *err, size_t errlen)
 			s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 		goto fail;
 	}
-	sqlite3_busy_timeout(s->db, STORE_BUSY_MS);
+	sqlite3_busy_handler(s->db, store_busy_cb, s);
 	sqlite3_extended_result_codes(s->db, 1);
 	if (store_exec_script(s,
 			      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
@@ -75,8 +87,13 @@ fail:
 void
 store_close(struct store *s)
 {
+	size_t i;
+
 	if (s == NULL)
 		return;
+	for (i = 0; i < STORE_CACHE; i++)
+		if (s->cache[i].st)
+			sqlite3_finalize(s->cache[i].st);
 	sqlite3_close_v2(s->db);
 	free(s);
 }
@@ -265,6 +282,14 @@ store_bindv(struct store_stmt *st, const char *spec, va_list ap)
 		case 'n':
 			rc = sqlite3_bind_null(st->st, i + 1);
 			break;
+		case 't': {
+			const char *p = va_arg(ap, const char *);
+			size_t n = va_arg(ap, size_t);
+
+			rc =
+			    sqlite3_bind_text64(st->st, i + 1, p, n, SQLITE_TRANSIENT, SQLITE_UTF8);
+			break;
+		}
 		case 'b': {
 			const void *p = va_arg(ap, const void *);
 			size_t n = va_arg(ap, size_t);
@@ -284,19 +309,88 @@ store_bindv(struct store_stmt *st, const char *spec, va_list ap)
 	return 0;
 }
 
+/* Waits for the write lock in short steps: SQLite's own busy timeout sleeps 1, 2, 5,
+ * 10... 100 ms, while the lock here is held for well under a millisecond, so a waiter
+ * slept far longer than the holder needed. */
+static int
+store_busy_cb(void *arg, int count)
+{
+	struct store *s = arg;
+	int64_t now = time_mono_ms();
+	struct timespec ts;
+	long us;
+
+	if (count == 0)
+		s->busy_since = now;
+	if (now - s->busy_since >= STORE_BUSY_MS)
+		return 0;
+	us = count < 6 ? 50L << count : 2000; /* 50 us .. 1.6 ms, then 2 ms */
+	ts.tv_sec = 0;
+	ts.tv_nsec = us * 1000;
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+static uint32_t
+store_hash(const char *sql)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *sql; sql++)
+		h = (h ^ (uint8_t)*sql) * 16777619u;
+	return h;
+}
+
+/* A cached statement for sql, ready to bind; a fresh uncached one when every way of its
+ * set is in use; NULL when it does not compile. */
+static struct store_stmt *
+store_prepare(struct store *s, const char *sql)
+{
+	uint32_t h = store_hash(sql);
+	size_t base = (h % (STORE_CACHE / STORE_CACHE_WAYS)) * STORE_CACHE_WAYS, i;
+	struct store_stmt *st, *victim = NULL;
+
+	for (i = 0; i < STORE_CACHE_WAYS; i++) {
+		st = &s->cache[base + i];
+		if (st->st && !st->busy && st->hash == h && strcmp(sqlite3_sql(st->st), sql) == 0) {
+			st->busy = 1;
+			return st;
+		}
+		if (!st->busy && (victim == NULL || (victim->st && !st->st)))
+			victim = st;
+	}
+	if (victim == NULL) {
+		if ((st = calloc(1, sizeof(*st))) == NULL)
+			return NULL;
+	} else {
+		st = victim;
+		if (st->st)
+			sqlite3_finalize(st->st);
+		memset(st, 0, sizeof(*st));
+	}
+	st->s = s;
+	if (sqlite3_prepare_v3(s->db, sql, -1, victim ? SQLITE_PREPARE_PERSISTENT : 0, &st->st,
+			       NULL) != SQLITE_OK) {
+		log_warnx("store: prepare: %s: %s", sqlite3_errmsg(s->db), sql);
+		if (victim == NULL)
+			free(st);
+		else
+			memset(st, 0, sizeof(*st));
+		return NULL;
+	}
+	st->hash = h;
+	st->cached = victim != NULL;
+	st->busy = 1;
+	return st;
+}
+
 static struct store_stmt *
 store_vquery(struct store *s, const char *sql, const char *spec, va_list ap)
 {
 	struct store_stmt *st;
 
-	if ((st = calloc(1, sizeof(*st))) == NULL)
+	if ((st = store_prepare(s, sql)) == NULL)
 		return NULL;
-	st->s = s;
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st->st, NULL) != SQLITE_OK) {
-		log_warnx("store: prepare: %s: %s", sqlite3_errmsg(s->db), sql);
-		free(st);
-		return NULL;
-	}
 	if (store_bindv(st, spec, ap) != 0) {
 		store_finalize(st);
 		return NULL;
@@ -389,6 +483,12 @@ store_finalize(struct store_stmt *st)
 {
 	if (st == NULL)
 		return;
+	if (st->cached) {
+		sqlite3_reset(st->st);
+		sqlite3_clear_bindings(st->st);
+		st->busy = 0;
+		return;
+	}
 	sqlite3_finalize(st->st);
 	free(st);
 }

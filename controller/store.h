@@ -40,7 +40,7 @@ void store_rollback(struct store *s);
 /*
  * Statements. Bind spec characters, one per '?' in order:
  *   'i' int64_t, 'd' int (promoted), 's' const char * (NULL binds NULL), 'n' NULL (no arg),
- *   'b' blob: const void *, size_t.
+ *   'b' blob: const void *, size_t; 't' text of a given length: const char *, size_t.
  * store_query prepares and binds, returns the statement ready for store_step (NULL on error,
  * with the error text in store_errmsg). store_exec runs a statement to completion.
  */
