@@ -1,7 +1,8 @@
 /*
- * crypto.c: random bytes, hex/base64, SHA-256, HMAC-SHA256, constant-time compare
- * and AES-256-GCM sealing of secrets at rest, over OpenSSL 3. It is the only file in
- * common/ that includes OpenSSL headers; the store, tokens, the API and the agent call it.
+ * crypto.c: the backend-free crypto helpers: secure random (getrandom), hex and base64,
+ * constant-time compare, tokens and the sealing key file. The hashes and sealing live in a
+ * backend (crypto_openssl.c for the controller, crypto_mbedtls.c for the agent); nothing
+ * here includes a crypto library's headers. The store, tokens, the API and the agent call it.
  */
 #include "crypto.h"
 #include "err.h"
@@ -13,29 +14,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
-
-#define CRYPTO_NONCE_LEN 12
-#define CRYPTO_TAG_LEN 16
-#define CRYPTO_SEAL_PREFIX "v1:"
-/* Secrets are keys and passwords; anything near this size is a mistake. */
-#define CRYPTO_SEAL_MAX (64 * 1024 * 1024)
 
 int
 crypto_random(void *out, size_t len)
 {
 	unsigned char *p = out;
 
+	/* getrandom(2) blocks only until the kernel's pool is first seeded; large requests
+	 * and signals can return fewer bytes than asked. */
 	while (len > 0) {
-		int n = len > INT_MAX ? INT_MAX : (int)len;
+		ssize_t n = getrandom(p, len, 0);
 
-		if (RAND_bytes(p, n) != 1)
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
 			return ERR_CRYPTO;
 		p += n;
 		len -= (size_t)n;
@@ -86,16 +81,40 @@ crypto_unhex(const char *hex, void *out, size_t outmax)
 	return (long)(len / 2);
 }
 
+static const char crypto_b64_digits[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 char *
 crypto_base64(const void *in, size_t len)
 {
-	char *out;
+	const unsigned char *p = in;
+	char *out, *o;
+	size_t i;
 
-	if (len > (size_t)INT_MAX / 4 * 3 - 3)
+	if (len > SIZE_MAX / 4 * 3 - 3)
 		return NULL;
 	if ((out = malloc((len + 2) / 3 * 4 + 1)) == NULL)
 		return NULL;
-	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+	o = out;
+	for (i = 0; len - i >= 3; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+
+		*o++ = crypto_b64_digits[v >> 18];
+		*o++ = crypto_b64_digits[v >> 12 & 0x3f];
+		*o++ = crypto_b64_digits[v >> 6 & 0x3f];
+		*o++ = crypto_b64_digits[v & 0x3f];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)p[i] << 16;
+
+		if (len - i == 2)
+			v |= (uint32_t)p[i + 1] << 8;
+		*o++ = crypto_b64_digits[v >> 18];
+		*o++ = crypto_b64_digits[v >> 12 & 0x3f];
+		*o++ = len - i == 2 ? crypto_b64_digits[v >> 6 & 0x3f] : '=';
+		*o++ = '=';
+	}
+	*o = '\0';
 	return out;
 }
 
@@ -113,53 +132,57 @@ crypto_base64_nopad(const void *in, size_t len)
 	return out;
 }
 
+/* The value of a base64 digit, -1 for anything else ('=' included). */
 static int
-crypto_is_b64char(char c)
+crypto_b64val(char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	       c == '+' || c == '/';
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
 }
 
 long
 crypto_unbase64(const char *in, void *out, size_t outmax)
 {
-	size_t len = strlen(in), pad = 0, raw, n;
-	unsigned char *tmp;
-	int r;
+	unsigned char *p = out;
+	size_t len = strlen(in), pad = 0, n, o = 0;
 
-	if (len % 4 != 0 || len > INT_MAX)
+	if (len % 4 != 0 || len / 4 * 3 > LONG_MAX)
 		return -1;
 	if (len > 0 && in[len - 1] == '=')
-		pad = (len > 1 && in[len - 2] == '=') ? 2 : 1;
+		pad = in[len - 2] == '=' ? 2 : 1;
+	/* Check everything before writing: on -1, out is untouched. */
 	for (size_t i = 0; i < len - pad; i++)
-		if (!crypto_is_b64char(in[i]))
+		if (crypto_b64val(in[i]) < 0)
 			return -1;
-	raw = len / 4 * 3;
-	n = raw - pad;
+	n = len / 4 * 3 - pad;
 	if (n > outmax)
 		return -1;
-	if (len == 0)
-		return 0;
-	/* EVP_DecodeBlock writes the padding as zero bytes, so decode into room for
-	 * whole groups and copy the real length out. */
-	if ((tmp = malloc(raw)) == NULL)
-		return -1;
-	r = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)len);
-	if (r < 0 || (size_t)r != raw) {
-		free(tmp);
-		return -1;
-	}
-	memcpy(out, tmp, n);
-	OPENSSL_cleanse(tmp, raw);
-	free(tmp);
-	return (long)n;
-}
+	/* As OpenSSL's EVP_DecodeBlock did before: the unused low bits of a padded last group
+	 * are not checked. */
+	for (size_t i = 0; i < len; i += 4) {
+		uint32_t v = 0;
 
-void
-crypto_sha256(const void *in, size_t len, uint8_t out[CRYPTO_SHA256_LEN])
-{
-	if (EVP_Digest(in, len, out, NULL, EVP_sha256(), NULL) != 1)
-		fatalx("crypto: SHA-256 failed");
+		for (size_t j = 0; j < 4; j++) {
+			int d = crypto_b64val(in[i + j]);
+
+			v = v << 6 | (uint32_t)(d < 0 ? 0 : d); /* d < 0: padding */
+		}
+		p[o++] = (unsigned char)(v >> 16);
+		if (o < n)
+			p[o++] = (unsigned char)(v >> 8);
+		if (o < n)
+			p[o++] = (unsigned char)v;
+	}
+	return (long)n;
 }
 
 void
@@ -171,28 +194,16 @@ crypto_sha256_hex(const char *s, char out[65])
 	crypto_hex(md, sizeof(md), out);
 }
 
-void
-crypto_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t msglen,
-		   uint8_t out[CRYPTO_SHA256_LEN])
-{
-	static const unsigned char empty[1];
-	unsigned int outlen = 0;
-
-	if (keylen > INT_MAX)
-		fatalx("crypto: HMAC key too long");
-	if (keylen == 0)
-		key = empty;
-	if (msglen == 0)
-		msg = empty;
-	if (HMAC(EVP_sha256(), key, (int)keylen, msg, msglen, out, &outlen) == NULL ||
-	    outlen != CRYPTO_SHA256_LEN)
-		fatalx("crypto: HMAC-SHA256 failed");
-}
-
 int
 crypto_memeq(const void *a, const void *b, size_t len)
 {
-	return CRYPTO_memcmp(a, b, len) == 0;
+	/* volatile: every byte is read whatever the ones before held. */
+	const volatile unsigned char *x = a, *y = b;
+	unsigned char diff = 0;
+
+	for (size_t i = 0; i < len; i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
 }
 
 char *
@@ -213,7 +224,7 @@ crypto_token(const char *prefix, size_t nbytes)
 	memcpy(out, prefix, plen);
 	crypto_hex(rnd, nbytes, out + plen);
 fail:
-	OPENSSL_cleanse(rnd, nbytes);
+	explicit_bzero(rnd, nbytes);
 	free(rnd);
 	return out;
 }
@@ -265,7 +276,7 @@ fail:
 	if (fd != -1)
 		close(fd);
 	unlink(path);
-	OPENSSL_cleanse(key, CRYPTO_KEY_LEN);
+	explicit_bzero(key, CRYPTO_KEY_LEN);
 	return rc;
 }
 
@@ -325,130 +336,6 @@ crypto_key_load(const char *path, uint8_t key[CRYPTO_KEY_LEN], char *err, size_t
 
 fail:
 	close(fd);
-	OPENSSL_cleanse(key, CRYPTO_KEY_LEN);
-	return rc;
-}
-
-int
-crypto_seal(const uint8_t key[CRYPTO_KEY_LEN], const void *plain, size_t len, const char *aad,
-	    char **out, char *err, size_t errlen)
-{
-	EVP_CIPHER_CTX *ctx = NULL;
-	unsigned char *raw = NULL, *ct;
-	char *b64 = NULL;
-	size_t rawlen = CRYPTO_NONCE_LEN + len + CRYPTO_TAG_LEN;
-	int n, rc;
-
-	*out = NULL;
-	if (len > CRYPTO_SEAL_MAX)
-		return err_set(err, errlen, ERR_TOOBIG, "secret is larger than %d bytes",
-			       CRYPTO_SEAL_MAX);
-	if (plain == NULL && len > 0)
-		return err_set(err, errlen, ERR_INVAL, "seal: no data");
-	if ((raw = malloc(rawlen)) == NULL)
-		return err_set(err, errlen, ERR_NOMEM, "out of memory");
-	ct = raw + CRYPTO_NONCE_LEN;
-	if (crypto_random(raw, CRYPTO_NONCE_LEN) != 0) {
-		rc = err_set(err, errlen, ERR_CRYPTO, "seal: no random bytes for a nonce");
-		goto fail;
-	}
-	if ((ctx = EVP_CIPHER_CTX_new()) == NULL) {
-		rc = err_set(err, errlen, ERR_NOMEM, "out of memory");
-		goto fail;
-	}
-	if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, raw) != 1 ||
-	    (aad != NULL &&
-	     EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) != 1) ||
-	    (len > 0 && EVP_EncryptUpdate(ctx, ct, &n, plain, (int)len) != 1) ||
-	    EVP_EncryptFinal_ex(ctx, ct + len, &n) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, CRYPTO_TAG_LEN, ct + len) != 1) {
-		rc = err_set(err, errlen, ERR_CRYPTO, "seal: AES-256-GCM failed");
-		goto fail;
-	}
-	if ((b64 = crypto_base64(raw, rawlen)) == NULL) {
-		rc = err_set(err, errlen, ERR_NOMEM, "out of memory");
-		goto fail;
-	}
-	if ((*out = malloc(strlen(CRYPTO_SEAL_PREFIX) + strlen(b64) + 1)) == NULL) {
-		rc = err_set(err, errlen, ERR_NOMEM, "out of memory");
-		goto fail;
-	}
-	strcpy(*out, CRYPTO_SEAL_PREFIX);
-	strcat(*out, b64);
-	rc = 0;
-
-fail:
-	EVP_CIPHER_CTX_free(ctx);
-	free(b64);
-	OPENSSL_cleanse(raw, rawlen);
-	free(raw);
-	return rc;
-}
-
-int
-crypto_open(const uint8_t key[CRYPTO_KEY_LEN], const char *sealed, const char *aad, char **out,
-	    size_t *outlen, char *err, size_t errlen)
-{
-	const size_t plen = strlen(CRYPTO_SEAL_PREFIX);
-	EVP_CIPHER_CTX *ctx = NULL;
-	unsigned char *raw = NULL, *plain = NULL;
-	size_t b64len, rawmax, ctlen = 0;
-	long rawlen;
-	int n, rc;
-
-	*out = NULL;
-	if (outlen != NULL)
-		*outlen = 0;
-	if (sealed == NULL || strncmp(sealed, CRYPTO_SEAL_PREFIX, plen) != 0)
-		return err_set(err, errlen, ERR_INVAL, "sealed secret has an unknown format");
-	b64len = strlen(sealed + plen);
-	if (b64len > (size_t)CRYPTO_SEAL_MAX / 3 * 4 + 64)
-		return err_set(err, errlen, ERR_TOOBIG, "sealed secret is too big");
-	rawmax = b64len / 4 * 3;
-	if ((raw = malloc(rawmax + 1)) == NULL)
-		return err_set(err, errlen, ERR_NOMEM, "out of memory");
-	rawlen = crypto_unbase64(sealed + plen, raw, rawmax);
-	if (rawlen < 0) {
-		rc = err_set(err, errlen, ERR_INVAL, "sealed secret is not valid base64");
-		goto fail;
-	}
-	if ((size_t)rawlen < CRYPTO_NONCE_LEN + CRYPTO_TAG_LEN) {
-		rc = err_set(err, errlen, ERR_INVAL, "sealed secret is truncated");
-		goto fail;
-	}
-	ctlen = (size_t)rawlen - CRYPTO_NONCE_LEN - CRYPTO_TAG_LEN;
-	if ((plain = malloc(ctlen + 1)) == NULL || (ctx = EVP_CIPHER_CTX_new()) == NULL) {
-		rc = err_set(err, errlen, ERR_NOMEM, "out of memory");
-		goto fail;
-	}
-	if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, raw) != 1 ||
-	    (aad != NULL &&
-	     EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)strlen(aad)) != 1) ||
-	    (ctlen > 0 &&
-	     EVP_DecryptUpdate(ctx, plain, &n, raw + CRYPTO_NONCE_LEN, (int)ctlen) != 1) ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CRYPTO_TAG_LEN,
-				raw + CRYPTO_NONCE_LEN + ctlen) != 1) {
-		rc = err_set(err, errlen, ERR_CRYPTO, "open: AES-256-GCM failed");
-		goto fail;
-	}
-	if (EVP_DecryptFinal_ex(ctx, plain + ctlen, &n) != 1) {
-		rc = err_set(err, errlen, ERR_CRYPTO,
-			     "secret does not verify (wrong key or tampered)");
-		goto fail;
-	}
-	plain[ctlen] = '\0';
-	*out = (char *)plain;
-	if (outlen != NULL)
-		*outlen = ctlen;
-	plain = NULL;
-	rc = 0;
-
-fail:
-	EVP_CIPHER_CTX_free(ctx);
-	if (plain != NULL) {
-		OPENSSL_cleanse(plain, ctlen + 1);
-		free(plain);
-	}
-	free(raw);
+	explicit_bzero(key, CRYPTO_KEY_LEN);
 	return rc;
 }

@@ -1,7 +1,9 @@
 /*
- * crypto.h: small helpers over OpenSSL: secure random, hex and base64, SHA-256,
- * HMAC-SHA256, constant-time compare, and AES-256-GCM sealing of secrets at rest
- * under a key file kept outside the database (mode 0600). Thread-safe.
+ * crypto.h: small crypto helpers: secure random, hex and base64, SHA-256, HMAC-SHA256,
+ * constant-time compare, and AES-256-GCM sealing of secrets at rest under a key file kept
+ * outside the database (mode 0600). Thread-safe. crypto.c holds what needs no crypto
+ * library; the hashes come from crypto_openssl.c (stoke_common: controller, CLI) or
+ * crypto_mbedtls.c (stoke_common_mbedtls: the agent, which has no crypto_seal/crypto_open).
  */
 #ifndef STOKE_CRYPTO_H
 #define STOKE_CRYPTO_H
@@ -12,6 +14,10 @@
 #define CRYPTO_SHA256_LEN 32
 #define CRYPTO_KEY_LEN 32
 
+/* "openssl" or "mbedtls": the backend this program was linked with. */
+const char *crypto_backend(void);
+
+/* Kernel random bytes (getrandom); 0, or ERR_CRYPTO when the kernel gives none. */
 int crypto_random(void *out, size_t len);
 /* Writes 2*len hex chars + NUL into out (size >= 2*len+1). */
 void crypto_hex(const void *in, size_t len, char *out);
@@ -36,8 +42,9 @@ char *crypto_token(const char *prefix, size_t nbytes);
 /* Loads the 32-byte sealing key from path, creating it (mode 0600) when absent.
  * Refuses a key file readable by group or others. */
 int crypto_key_load(const char *path, uint8_t key[CRYPTO_KEY_LEN], char *err, size_t errlen);
-/* AES-256-GCM: output is "v1:" + base64(nonce(12) || ciphertext || tag(16)); malloc'd.
- * aad (may be NULL) binds the secret to its place (e.g. "server:42:ssh_key"). */
+/* AES-256-GCM (OpenSSL backend only): output is "v1:" + base64(nonce(12) || ciphertext ||
+ * tag(16)); malloc'd. aad (may be NULL) binds the secret to its place (e.g. "server:42:ssh_key").
+ */
 int crypto_seal(const uint8_t key[CRYPTO_KEY_LEN], const void *plain, size_t len, const char *aad,
 		char **out, char *err, size_t errlen);
 /* Inverse of crypto_seal; *out is malloc'd, NUL-terminated, *outlen its length. */

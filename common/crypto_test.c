@@ -1,6 +1,8 @@
 /*
- * crypto_test.c: unit tests of crypto.c against published vectors (FIPS 180-2,
- * RFC 4231, RFC 4648), the key file rules and sealing (round trip and tampering).
+ * crypto_test.c: unit tests of crypto.c and its backend against published vectors (FIPS
+ * 180-2, RFC 4231, RFC 4648), the key file rules and sealing (round trip and tampering).
+ * Built twice: with the OpenSSL backend, and with the agent's mbedTLS backend
+ * (CRYPTO_TEST_NO_SEAL: that one has no sealing), so both must give the same answers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,18 @@
 
 #include "crypto.h"
 #include "err.h"
+
+#ifndef CRYPTO_TEST_BACKEND
+#error "CRYPTO_TEST_BACKEND names the backend this test is linked with"
+#endif
+
+static void
+crypto_test_backend(void **state)
+{
+	(void)state;
+	/* The build links the backend it means to prove. */
+	assert_string_equal(crypto_backend(), CRYPTO_TEST_BACKEND);
+}
 
 static void
 crypto_test_hexstr(const uint8_t *md, size_t len, const char *want)
@@ -47,9 +61,39 @@ crypto_test_sha256(void **state)
 }
 
 static void
+crypto_test_sha256_long(void **state)
+{
+	static const struct {
+		size_t len;
+		const char *want;
+	} sizes[] = {
+	    /* Around the padding boundary: 55 bytes fit one block with the length, 56 do not. */
+	    {55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"},
+	    {56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"},
+	    {64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"},
+	    /* FIPS 180-2: one million 'a'. */
+	    {1000000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"},
+	};
+	uint8_t md[CRYPTO_SHA256_LEN];
+	char *a = malloc(1000000);
+
+	(void)state;
+	assert_non_null(a);
+	memset(a, 'a', 1000000);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		crypto_sha256(a, sizes[i].len, md);
+		crypto_test_hexstr(md, sizeof(md), sizes[i].want);
+	}
+	free(a);
+}
+
+static void
 crypto_test_hmac(void **state)
 {
-	uint8_t key[20], md[CRYPTO_SHA256_LEN];
+	static const char case7[] =
+	    "This is a test using a larger than block-size key and a larger than block-size "
+	    "data. The key needs to be hashed before being used by the HMAC algorithm.";
+	uint8_t key[20], longkey[131], msg[50], md[CRYPTO_SHA256_LEN];
 
 	(void)state;
 	/* RFC 4231 test case 1 */
@@ -61,6 +105,21 @@ crypto_test_hmac(void **state)
 	crypto_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, md);
 	crypto_test_hexstr(md, sizeof(md),
 			   "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+	/* RFC 4231 test case 3: 50 bytes of 0xdd under 20 bytes of 0xaa. */
+	memset(key, 0xaa, sizeof(key));
+	memset(msg, 0xdd, 50);
+	crypto_hmac_sha256(key, sizeof(key), msg, 50, md);
+	crypto_test_hexstr(md, sizeof(md),
+			   "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe");
+	/* RFC 4231 test cases 6 and 7: a key longer than the block is hashed first. */
+	memset(longkey, 0xaa, sizeof(longkey));
+	crypto_hmac_sha256(longkey, sizeof(longkey),
+			   "Test Using Larger Than Block-Size Key - Hash Key First", 54, md);
+	crypto_test_hexstr(md, sizeof(md),
+			   "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+	crypto_hmac_sha256(longkey, sizeof(longkey), case7, strlen(case7), md);
+	crypto_test_hexstr(md, sizeof(md),
+			   "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
 	/* Empty key and message (a well-known value). */
 	crypto_hmac_sha256("", 0, "", 0, md);
 	crypto_test_hexstr(md, sizeof(md),
@@ -123,6 +182,36 @@ crypto_test_base64_vectors(void **state)
 }
 
 static void
+crypto_test_base64_alphabet(void **state)
+{
+	/* Each of the 64 digits once, in order: the whole table, '+' and '/' included. */
+	static const uint8_t all[48] = {0x00, 0x10, 0x83, 0x10, 0x51, 0x87, 0x20, 0x92, 0x8b, 0x30,
+					0xd3, 0x8f, 0x41, 0x14, 0x93, 0x51, 0x55, 0x97, 0x61, 0x96,
+					0x9b, 0x71, 0xd7, 0x9f, 0x82, 0x18, 0xa3, 0x92, 0x59, 0xa7,
+					0xa2, 0x9a, 0xab, 0xb2, 0xdb, 0xaf, 0xc3, 0x1c, 0xb3, 0xd3,
+					0x5d, 0xb7, 0xe3, 0x9e, 0xbb, 0xf3, 0xdf, 0xbf};
+	static const char want[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint8_t out[48];
+	char *s;
+
+	(void)state;
+	s = crypto_base64(all, sizeof(all));
+	assert_string_equal(s, want);
+	free(s);
+	assert_int_equal(crypto_unbase64(want, out, sizeof(out)), 48);
+	assert_memory_equal(out, all, 48);
+	s = crypto_base64("\xfb\xff", 2);
+	assert_string_equal(s, "+/8=");
+	free(s);
+	s = crypto_base64_nopad("\xff", 1);
+	assert_string_equal(s, "/w");
+	free(s);
+	assert_int_equal(crypto_unbase64("+/8=", out, sizeof(out)), 2);
+	assert_memory_equal(out, "\xfb\xff", 2);
+}
+
+static void
 crypto_test_base64_roundtrip(void **state)
 {
 	uint8_t in[64], out[64];
@@ -172,6 +261,17 @@ crypto_test_memeq(void **state)
 	assert_int_equal(crypto_memeq("abcdef", "abcdeg", 6), 0);
 	assert_int_equal(crypto_memeq("xbcdef", "abcdef", 6), 0);
 	assert_int_equal(crypto_memeq("a", "b", 0), 1);
+	/* A difference in the last byte of a long buffer, and in a high bit only. */
+	{
+		uint8_t x[100], y[100];
+
+		memset(x, 0x5a, sizeof(x));
+		memcpy(y, x, sizeof(y));
+		assert_int_equal(crypto_memeq(x, y, sizeof(x)), 1);
+		y[99] ^= 0x80;
+		assert_int_equal(crypto_memeq(x, y, sizeof(x)), 0);
+		assert_int_equal(crypto_memeq(x, y, 99), 1);
+	}
 }
 
 static void
@@ -199,6 +299,17 @@ crypto_test_random_token(void **state)
 	t1 = crypto_token("", 4);
 	assert_int_equal(strlen(t1), 8);
 	free(t1);
+
+	/* A large read is filled to its end. */
+	{
+		size_t big = 1 << 20;
+		uint8_t *p = calloc(1, big);
+
+		assert_non_null(p);
+		assert_int_equal(crypto_random(p, big), 0);
+		assert_memory_not_equal(p + big - sizeof(zero), zero, sizeof(zero));
+		free(p);
+	}
 }
 
 struct crypto_test_dir {
@@ -309,6 +420,7 @@ crypto_test_key_no_dir(void **state)
 	assert_int_equal(crypto_key_load(d->dir, k, err, sizeof(err)), ERR_CRYPTO);
 }
 
+#ifndef CRYPTO_TEST_NO_SEAL
 static void
 crypto_test_seal_roundtrip(void **state)
 {
@@ -427,16 +539,21 @@ crypto_test_open_rejects(void **state)
 	free(sealed);
 }
 
+#endif /* CRYPTO_TEST_NO_SEAL */
+
 #define T(f) cmocka_unit_test_setup_teardown(f, crypto_test_setup, crypto_test_teardown)
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(crypto_test_backend),
 	    cmocka_unit_test(crypto_test_sha256),
+	    cmocka_unit_test(crypto_test_sha256_long),
 	    cmocka_unit_test(crypto_test_hmac),
 	    cmocka_unit_test(crypto_test_hex),
 	    cmocka_unit_test(crypto_test_base64_vectors),
+	    cmocka_unit_test(crypto_test_base64_alphabet),
 	    cmocka_unit_test(crypto_test_base64_roundtrip),
 	    cmocka_unit_test(crypto_test_base64_invalid),
 	    cmocka_unit_test(crypto_test_memeq),
@@ -445,8 +562,10 @@ main(void)
 	    T(crypto_test_key_bad_mode),
 	    T(crypto_test_key_bad_size),
 	    T(crypto_test_key_no_dir),
+#ifndef CRYPTO_TEST_NO_SEAL
 	    cmocka_unit_test(crypto_test_seal_roundtrip),
 	    cmocka_unit_test(crypto_test_open_rejects),
+#endif
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
