@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -30,6 +31,9 @@
 #define CHANNEL_MSG_MAX (1024 * 1024)
 #define CHANNEL_CHUNK (32 * 1024)
 #define CHANNEL_MAX_RUNNING 256
+/* How long the next poll waits for the commands just received to end, so that their
+ * results ride in it: a quick command then costs one exchange instead of two. */
+#define CHANNEL_GATHER_MS 50
 
 struct channel_running {
 	uint64_t id;
@@ -44,13 +48,19 @@ struct channel {
 	nng_ctx poll_ctx, out_ctx;
 	nng_aio *poll_aio, *out_aio;
 	pthread_mutex_t out_mtx;
-	pthread_mutex_t mtx; /* acks, running */
+	pthread_mutex_t mtx; /* acks, running, results, started, gathering */
+	pthread_cond_t cond; /* a result was gathered */
 	char *secret;
 	struct dedup *dedup;
 	uint64_t *acks;
 	size_t nacks, capacks;
 	struct channel_running *running[CHANNEL_MAX_RUNNING];
-	atomic_int hello; /* a new connection: say hello with facts */
+	atomic_int hello;	/* a new connection: say hello with facts */
+	atomic_uint features;	/* what the controller accepts (Feature mask) */
+	int gathering;		/* the next poll has not gone out: results wait for it */
+	size_t started;		/* commands started since the last poll went out */
+	Stoke__Result **results; /* gathered for the next poll */
+	size_t nresults, capresults;
 	atomic_int stopping;
 	atomic_int threads; /* handler threads alive */
 };
@@ -244,11 +254,83 @@ channel_output_cb(void *arg, enum cmd_stream stream, const char *data, size_t le
 }
 
 static void
+channel_result_free(Stoke__Result *r)
+{
+	if (r == NULL)
+		return;
+	if (r->error != protobuf_c_empty_string)
+		free(r->error);
+	if (r->result_json != protobuf_c_empty_string)
+		free(r->result_json);
+	free(r);
+}
+
+/* A copy of a result to send in a poll, or NULL when out of memory. */
+static Stoke__Result *
+channel_result_new(uint64_t id, const struct cmd_result *r, uint64_t last_seq,
+		   uint64_t duration_ms)
+{
+	Stoke__Result *res = malloc(sizeof(*res));
+
+	if (res == NULL)
+		return NULL;
+	stoke__result__init(res);
+	res->command_id = id;
+	res->exit_code = r->exit_code;
+	res->signal = r->signal;
+	res->duration_ms = duration_ms;
+	res->last_seq = last_seq;
+	if ((r->error[0] && (res->error = strdup(r->error)) == NULL) ||
+	    (r->result_json && r->result_json[0] &&
+	     (res->result_json = strdup(r->result_json)) == NULL)) {
+		channel_result_free(res);
+		return NULL;
+	}
+	return res;
+}
+
+/* Hands a result to the poll about to go out; 0 when there is none to take it. */
+static int
+channel_gather(struct channel *ch, uint64_t id, const struct cmd_result *r, uint64_t last_seq,
+	       uint64_t duration_ms)
+{
+	Stoke__Result *res;
+	int taken = 0;
+
+	if (!(atomic_load(&ch->features) & STOKE__FEATURE__FEATURE_POLL_RESULTS) ||
+	    r->facts != NULL || atomic_load(&ch->stopping))
+		return 0;
+	pthread_mutex_lock(&ch->mtx);
+	if (ch->gathering && (ch->nresults < ch->capresults || ch->capresults < 1024)) {
+		if (ch->nresults == ch->capresults) {
+			size_t cap = ch->capresults ? ch->capresults * 2 : 8;
+			Stoke__Result **nr = realloc(ch->results, cap * sizeof(*nr));
+
+			if (nr != NULL) {
+				ch->results = nr;
+				ch->capresults = cap;
+			}
+		}
+		if (ch->nresults < ch->capresults &&
+		    (res = channel_result_new(id, r, last_seq, duration_ms)) != NULL) {
+			ch->results[ch->nresults++] = res;
+			pthread_cond_signal(&ch->cond);
+			taken = 1;
+		}
+	}
+	pthread_mutex_unlock(&ch->mtx);
+	return taken;
+}
+
+static void
 channel_result(struct channel *ch, uint64_t id, const struct cmd_result *r, uint64_t last_seq,
 	       uint64_t duration_ms)
 {
 	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
 	Stoke__Result res = STOKE__RESULT__INIT;
+
+	if (channel_gather(ch, id, r, last_seq, duration_ms))
+		return; /* dedup_done once the poll carrying it is answered */
 
 	env.protocol_version = CHANNEL_PROTOCOL;
 	env.body_case = STOKE__ENVELOPE__BODY_RESULT;
@@ -372,6 +454,9 @@ channel_command(struct channel *ch, Stoke__Envelope *env)
 				found = 1;
 			}
 		pthread_mutex_unlock(&ch->mtx);
+		pthread_mutex_lock(&ch->mtx);
+		ch->started++;
+		pthread_mutex_unlock(&ch->mtx);
 		cmd_result_init(&r);
 		if (!found) {
 			r.exit_code = 1;
@@ -399,6 +484,7 @@ channel_command(struct channel *ch, Stoke__Envelope *env)
 			ch->running[i] = j->run;
 			break;
 		}
+	ch->started++;
 	pthread_mutex_unlock(&ch->mtx);
 	atomic_fetch_add(&ch->threads, 1);
 	pthread_attr_init(&attr);
@@ -407,6 +493,9 @@ channel_command(struct channel *ch, Stoke__Envelope *env)
 	if (pthread_create(&t, &attr, channel_job_main, j) != 0) {
 		log_warn("command %llu: cannot start a thread", (unsigned long long)cmd->id);
 		atomic_fetch_sub(&ch->threads, 1);
+		pthread_mutex_lock(&ch->mtx);
+		ch->started--;
+		pthread_mutex_unlock(&ch->mtx);
 		channel_running_del(ch, j->run);
 		free(j->run);
 		free(j);
@@ -447,6 +536,7 @@ channel_start(const struct agent_config *cfg, struct channel **out, char *err, s
 	atomic_store(&ch->hello, 1);
 	pthread_mutex_init(&ch->out_mtx, NULL);
 	pthread_mutex_init(&ch->mtx, NULL);
+	pthread_cond_init(&ch->cond, NULL);
 	if (cfg->agent_id == NULL || cfg->agent_id[0] == '\0' || cfg->controller == NULL ||
 	    cfg->controller[0] == '\0') {
 		rv = err_set(err, errlen, ERR_INVAL, "controller and agent_id must be set");
@@ -522,22 +612,61 @@ fail:
 	return rv ? rv : ERR_IO;
 }
 
+/* Waits (up to CHANNEL_GATHER_MS) for the commands started since the last poll to end,
+ * then closes the gathering and moves its results to *carry. */
+static void
+channel_gather_close(struct channel *ch, Stoke__Result ***carry, size_t *ncarry)
+{
+	int64_t end = time_mono_ms() + CHANNEL_GATHER_MS;
+	Stoke__Result **nc;
+	size_t i;
+
+	pthread_mutex_lock(&ch->mtx);
+	while (ch->gathering && ch->nresults < ch->started && !atomic_load(&ch->stopping)) {
+		int64_t left = end - time_mono_ms();
+		struct timespec ts;
+
+		if (left <= 0)
+			break;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)(left % 1000) * 1000000L;
+		ts.tv_sec += left / 1000 + ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&ch->cond, &ch->mtx, &ts);
+	}
+	ch->gathering = 0;
+	ch->started = 0;
+	if (ch->nresults > 0 &&
+	    (nc = realloc(*carry, (*ncarry + ch->nresults) * sizeof(*nc))) != NULL) {
+		for (i = 0; i < ch->nresults; i++)
+			nc[(*ncarry)++] = ch->results[i];
+		*carry = nc;
+		ch->nresults = 0;
+	}
+	pthread_mutex_unlock(&ch->mtx);
+}
+
 void
 channel_run(struct channel *ch)
 {
 	Stoke__Envelope env = STOKE__ENVELOPE__INIT, *reply;
 	Stoke__Poll poll = STOKE__POLL__INIT;
+	Stoke__Result **carry = NULL;
 	struct cmd_result facts;
 	uint64_t *acks = NULL;
+	size_t ncarry = 0, i;
 	int failures = 0, rv;
 
 	while (!atomic_load(&ch->stopping)) {
+		channel_gather_close(ch, &carry, &ncarry);
 		env.protocol_version = CHANNEL_PROTOCOL;
 		env.body_case = STOKE__ENVELOPE__BODY_POLL;
 		env.poll = &poll;
 		poll.agent_id = ch->cfg->agent_id;
 		poll.secret = ch->secret;
 		poll.version = STOKE_VERSION;
+		poll.results = carry;
+		poll.n_results = ncarry;
 		pthread_mutex_lock(&ch->mtx);
 		free(acks);
 		acks = ch->acks;
@@ -556,9 +685,7 @@ channel_run(struct channel *ch)
 		rv = channel_call(ch, ch->poll_ctx, ch->poll_aio, &env, 40000, &reply);
 		cmd_result_fini(&facts);
 		if (rv != 0) {
-			/* Not delivered: keep the acks and the hello for the next poll. */
-			size_t i;
-
+			/* Not delivered: keep the acks, results and hello for the next poll. */
 			for (i = 0; i < poll.n_ack_command_ids; i++)
 				channel_ack_add(ch, acks[i]);
 			if (poll.hello)
@@ -571,6 +698,16 @@ channel_run(struct channel *ch)
 			continue;
 		}
 		failures = 0;
+		/* Answered: the controller stored the results before it replied. */
+		for (i = 0; i < ncarry; i++) {
+			dedup_done(ch->dedup, carry[i]->command_id);
+			channel_result_free(carry[i]);
+		}
+		ncarry = 0;
+		atomic_store(&ch->features, reply->features);
+		pthread_mutex_lock(&ch->mtx);
+		ch->gathering = 1;
+		pthread_mutex_unlock(&ch->mtx);
 		switch (reply->body_case) {
 		case STOKE__ENVELOPE__BODY_COMMAND:
 			channel_command(ch, reply);
@@ -586,6 +723,20 @@ channel_run(struct channel *ch)
 		}
 	}
 	free(acks);
+	/* Stopping. Results still carried are those of a poll that failed: the controller is
+	 * not answering, so they are not waited for (the controller times those commands
+	 * out). Results of commands still running go the ordinary way (channel_free waits
+	 * for them a moment). */
+	pthread_mutex_lock(&ch->mtx);
+	ch->gathering = 0;
+	pthread_mutex_unlock(&ch->mtx);
+	channel_gather_close(ch, &carry, &ncarry);
+	for (i = 0; i < ncarry; i++) {
+		log_warnx("command %llu: result not delivered before stopping",
+			  (unsigned long long)carry[i]->command_id);
+		channel_result_free(carry[i]);
+	}
+	free(carry);
 }
 
 void
@@ -621,5 +772,9 @@ channel_free(struct channel *ch)
 		explicit_bzero(ch->secret, strlen(ch->secret));
 	free(ch->secret);
 	free(ch->acks);
+	for (size_t i = 0; i < ch->nresults; i++)
+		channel_result_free(ch->results[i]);
+	free(ch->results);
+	pthread_cond_destroy(&ch->cond);
 	free(ch);
 }

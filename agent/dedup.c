@@ -85,7 +85,10 @@ dedup_append(struct dedup *d, char kind, uint64_t id)
 	char line[40];
 	int n = snprintf(line, sizeof(line), "%c %" PRIu64 "\n", kind, id);
 
-	if (write(d->fd, line, (size_t)n) != n || fsync(d->fd) != 0) {
+	/* Only "received" must survive a power cut (it is what stops a second run). A lost
+	 * "done" makes a restarted agent report the command as interrupted, which the
+	 * controller ignores for a command whose result it has. */
+	if (write(d->fd, line, (size_t)n) != n || (kind == 'R' && fsync(d->fd) != 0)) {
 		log_warn("dedup: %s", d->path);
 		return -1;
 	}

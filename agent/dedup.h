@@ -1,7 +1,7 @@
 /*
  * dedup.h: the agent's journal of command ids, so a command re-sent by the controller
  * (at-least-once delivery) runs once, across agent restarts. An append-only file in
- * the state dir ("R id" received, "D id" finished), fsync'd per entry, compacted when
+ * the state dir ("R id" received, fsync'd; "D id" finished, not), compacted when
  * it grows. Thread-safe.
  */
 #ifndef STOKE_AGENT_DEDUP_H

@@ -517,6 +517,35 @@ hub_exec_ok(struct hub *h, int rc)
 	return rc;
 }
 
+/* Stores a command's result (idempotent: a result already stored changes nothing). */
+static void
+hub_store_result(struct hub *h, const Stoke__Result *r, int64_t server_id)
+{
+	int64_t now = store_now_ms();
+	int ok = (r->error == NULL || r->error[0] == '\0') && r->exit_code == 0 && r->signal == 0;
+	char data[96], *facts = NULL;
+
+	hub_exec_ok(h, store_exec(h->s,
+				  "UPDATE commands SET state = ?, exit_code = ?, signal = ?,"
+				  " error = ?, result = ?, finished_at = ?, acked = 1,"
+				  " started_at = coalesce(started_at, ?) WHERE id = ? AND"
+				  " server_id = ? AND state NOT IN ('done', 'failed', 'cancelled')",
+				  "sddssiiii", ok ? "done" : "failed", (int)r->exit_code,
+				  (int)r->signal, r->error && r->error[0] ? r->error : NULL,
+				  r->result_json && r->result_json[0] ? r->result_json : NULL, now,
+				  now, (int64_t)r->command_id, server_id));
+	if (store_changes(h->s) > 0) {
+		snprintf(data, sizeof(data), "{\"state\":\"%s\",\"exit_code\":%d}",
+			 ok ? "done" : "failed", (int)r->exit_code);
+		events_emit(h->s, "system", "command.state", "command", (int64_t)r->command_id,
+			    data);
+	}
+	if (r->facts && (facts = hub_facts_json(r->facts)) != NULL)
+		store_exec(h->s, "UPDATE servers SET facts = ? WHERE id = ?", "si", facts,
+			   server_id);
+	free(facts);
+}
+
 /* Hands the next queued command for server_id to the poll parked on c (in the round's
  * transaction). 1 if c was answered or taken, 0 if there is nothing to send. */
 static int
@@ -622,6 +651,8 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 			   " 'running' ELSE state END, started_at = coalesce(started_at, ?)"
 			   " WHERE id = ? AND server_id = ?",
 			   "iii", now, (int64_t)p->ack_command_ids[i], id);
+	for (i = 0; i < p->n_results; i++)
+		hub_store_result(h, p->results[i], id);
 	/* Anything sent but not acknowledged by now was lost on the way: send it again. */
 	store_exec(h->s,
 		   "UPDATE commands SET state = 'queued' WHERE server_id = ? AND state = 'sent'"
@@ -691,33 +722,8 @@ hub_ingest(struct hub *h, struct hub_ctx *c, Stoke__Envelope *e, int64_t server_
 				       " 'queued')",
 				       "ii", now, (int64_t)o->command_id));
 	} else {
-		const Stoke__Result *r = e->result;
-		int ok = (r->error == NULL || r->error[0] == '\0') && r->exit_code == 0 &&
-			 r->signal == 0;
-		char data[96], *facts = NULL;
-
-		ack.command_id = r->command_id;
-		hub_exec_ok(h,
-			    store_exec(h->s,
-				       "UPDATE commands SET state = ?, exit_code = ?, signal = ?,"
-				       " error = ?, result = ?, finished_at = ?, acked = 1,"
-				       " started_at = coalesce(started_at, ?) WHERE id = ? AND"
-				       " server_id = ? AND state NOT IN ('done', 'failed',"
-				       " 'cancelled')",
-				       "sddssiiii", ok ? "done" : "failed", (int)r->exit_code,
-				       (int)r->signal, r->error && r->error[0] ? r->error : NULL,
-				       r->result_json && r->result_json[0] ? r->result_json : NULL,
-				       now, now, (int64_t)r->command_id, server_id));
-		if (store_changes(h->s) > 0) {
-			snprintf(data, sizeof(data), "{\"state\":\"%s\",\"exit_code\":%d}",
-				 ok ? "done" : "failed", (int)r->exit_code);
-			events_emit(h->s, "system", "command.state", "command",
-				    (int64_t)r->command_id, data);
-		}
-		if (r->facts && (facts = hub_facts_json(r->facts)) != NULL)
-			store_exec(h->s, "UPDATE servers SET facts = ? WHERE id = ?", "si", facts,
-				   server_id);
-		free(facts);
+		ack.command_id = e->result->command_id;
+		hub_store_result(h, e->result, server_id);
 	}
 reply:
 	env.protocol_version = HUB_PROTOCOL;
