@@ -8,6 +8,7 @@
 #include "buf.h"
 #include "cmd_proc.h"
 #include "err.h"
+#include "atomicfile.h"
 #include "names.h"
 
 #include <dirent.h>
@@ -268,6 +269,33 @@ cmd_git_checkout_run(struct cmd_git_checkout_state *g, const char *cwd, const ch
 	return 0;
 }
 
+/*
+ * 1 when the [remote "origin"] section of dest/.git/config already says url = url, as
+ * git itself writes it; 0 otherwise (then `git remote set-url` runs: a process saved
+ * per deploy when nothing changed).
+ */
+static int
+cmd_git_checkout_origin_is(const char *dest, const char *url)
+{
+	char path[PATH_MAX], err[128], *text = NULL, *line, *save = NULL, want[4096];
+	size_t len;
+	int in_origin = 0, found = 0;
+
+	if (snprintf(path, sizeof(path), "%s/.git/config", dest) >= (int)sizeof(path) ||
+	    snprintf(want, sizeof(want), "\turl = %s", url) >= (int)sizeof(want) ||
+	    atomicfile_read(path, 256 * 1024, &text, &len, err, sizeof(err)) != 0)
+		return 0;
+	for (line = strtok_r(text, "\n", &save); line && !found;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == '[')
+			in_origin = strcmp(line, "[remote \"origin\"]") == 0;
+		else if (in_origin && strcmp(line, want) == 0)
+			found = 1;
+	}
+	free(text);
+	return found;
+}
+
 void
 cmd_git_checkout(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res)
 {
@@ -355,9 +383,20 @@ cmd_git_checkout(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_resu
 			goto out;
 	} else {
 		const char *seturl[] = {"remote", "set-url", "origin", gc->repo_url, NULL};
-		const char *fetch[] = {"fetch", "--prune", "--no-tags", "origin", refspec, NULL};
+		/* no auto gc/maintenance child, no forced-update walk, no submodule look:
+		 * a deploy waits for this fetch */
+		const char *fetch[] = {"fetch",
+				       "--prune",
+				       "--no-tags",
+				       "--no-auto-gc",
+				       "--no-show-forced-updates",
+				       "--no-recurse-submodules",
+				       "origin",
+				       refspec,
+				       NULL};
 
-		if (cmd_git_checkout_run(&g, gc->dest, seturl, 0, res) != 0 ||
+		if ((!cmd_git_checkout_origin_is(gc->dest, gc->repo_url) &&
+		     cmd_git_checkout_run(&g, gc->dest, seturl, 0, res) != 0) ||
 		    cmd_git_checkout_run(&g, gc->dest, fetch, 0, res) != 0)
 			goto out;
 	}
@@ -366,13 +405,12 @@ cmd_git_checkout(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_resu
 					  "checkout", "--force",
 					  "-B",	      gc->branch,
 					  target,     NULL};
-		const char *reset[] = {"reset", "--hard", "--quiet", target, NULL};
 		const char *log[] = {"log", "-1", "--format=%H%x00%an <%ae>%x00%s", NULL};
 
-		/* checkout -B puts the branch at target (a changed branch too); reset --hard
-		 * throws away local changes to tracked files. Untracked files (.env) stay. */
+		/* checkout --force -B puts the branch at target (a changed branch too) and
+		 * throws away local changes to tracked files and the index, as reset --hard
+		 * would. Untracked files (.env) stay. */
 		if (cmd_git_checkout_run(&g, gc->dest, checkout, 0, res) != 0 ||
-		    cmd_git_checkout_run(&g, gc->dest, reset, 0, res) != 0 ||
 		    cmd_git_checkout_run(&g, gc->dest, log, 1, res) != 0)
 			goto out;
 	}

@@ -239,6 +239,40 @@ cmd_git_checkout_test_clone_and_follow(void **state)
 	    cmd_git_checkout_test_run(t, t->origin, "main", NULL, NULL, NULL, NULL, &res), 0);
 	assert_non_null(strstr(res.result_json, second));
 	cmd_result_fini(&res);
+
+	/* The repository moved: the next checkout fetches from the new place and origin
+	 * says so (git remote set-url runs only when the URL changed). */
+	{
+		char moved[400], *third, *url = NULL;
+		const char *copy[] = {"git", "clone", "-q", "--bare", t->origin, moved, NULL};
+		const char *own[] = {"chown", "-R", TESTUTIL_USER, moved, NULL};
+
+		snprintf(moved, sizeof(moved), "%s/moved.git", t->dir);
+		assert_int_equal(testutil_run(copy, NULL), 0);
+		assert_int_equal(cmd_git_checkout_test_git(t->work, NULL, "remote", "set-url",
+							   "origin", moved, NULL),
+				 0);
+		third = cmd_git_checkout_test_commit(t, "main", "index.html", "version 3\n",
+						     "Third page");
+		assert_non_null(third);
+		assert_int_equal(testutil_run(own, NULL), 0);
+		assert_int_equal(
+		    cmd_git_checkout_test_run(t, moved, "main", NULL, NULL, NULL, NULL, &res), 0);
+		assert_non_null(strstr(res.result_json, third));
+		cmd_result_fini(&res);
+		assert_int_equal(cmd_git_checkout_test_git(t->dest, &url, "config", "--get",
+							   "remote.origin.url", NULL),
+				 0);
+		assert_string_equal(url, moved);
+		free(url);
+		free(third);
+		assert_int_equal(cmd_git_checkout_test_git(t->work, NULL, "remote", "set-url",
+							   "origin", t->origin, NULL),
+				 0);
+		assert_int_equal(
+		    cmd_git_checkout_test_git(t->work, NULL, "push", "-q", "origin", "main", NULL),
+		    0);
+	}
 	free(first);
 	free(second);
 }

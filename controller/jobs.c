@@ -275,7 +275,7 @@ jobs_backoff(const struct job_type *t, int attempts)
 	"SELECT id FROM jobs WHERE ((state = 'queued' AND run_after <= ?1)" /* an expired lease of \
 									     * another process;    \
 									     * never one of this   \
-									     * process, whose                                                                                             \
+									     * process, whose      \
 									     * worker is alive     \
 									     * even when the       \
 									     * heartbeat runs late \
@@ -302,15 +302,17 @@ jobs_claimable(struct jobs_engine *e, struct store *s, int64_t now)
 /* Claims one due job (queued and due, or running with an expired lease). */
 static int
 jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *step,
-	   int *step_started, char **type_name)
+	   int *step_started, char **type_name, int woken)
 {
 	struct store_stmt *st;
 	int64_t now = store_now_ms(), id = 0, timeout = 0;
 	int found = 0;
 
-	/* Look without the write lock first: idle workers wake often, and a BEGIN IMMEDIATE
-	 * each time made the hub wait for the lock under load. */
-	if (!jobs_claimable(e, s, now))
+	/* On a timer, look without the write lock first: a BEGIN IMMEDIATE each time made the
+	 * hub wait for the lock under load. Woken by an enqueue, take the lock at once: the
+	 * wake comes before the enqueuer's commit, which a read would not see yet, while
+	 * BEGIN IMMEDIATE waits for it. */
+	if (!woken && !jobs_claimable(e, s, now))
 		return 0;
 	if (store_begin(s) != 0)
 		return -1;
@@ -609,6 +611,7 @@ jobs_worker(void *arg)
 	int step, step_started, rc;
 	char *type_name;
 	uint64_t gen;
+	int woken = 1; /* look with the lock: at start, after a job, after a wake */
 
 	if (ctx == NULL || s == NULL) {
 		log_warnx("jobs: worker %d cannot start", wa->index);
@@ -626,7 +629,7 @@ jobs_worker(void *arg)
 		gen = jobs_wake_gen;
 		pthread_mutex_unlock(&jobs_wake_mtx);
 		type_name = NULL;
-		rc = jobs_claim(e, s, ctx, &step, &step_started, &type_name);
+		rc = jobs_claim(e, s, ctx, &step, &step_started, &type_name, woken);
 		if (rc > 0) {
 			ctx->type = jobs_type(type_name);
 			atomic_store(&ctx->active, 1);
@@ -646,6 +649,7 @@ jobs_worker(void *arg)
 			atomic_store(&ctx->active, 0);
 			jobs_ctx_clear(ctx);
 			free(type_name);
+			woken = 1;
 			continue;
 		}
 		free(type_name);
@@ -662,6 +666,7 @@ jobs_worker(void *arg)
 			}
 			pthread_cond_timedwait(&jobs_wake_cond, &jobs_wake_mtx, &ts);
 		}
+		woken = gen != jobs_wake_gen;
 		pthread_mutex_unlock(&jobs_wake_mtx);
 	}
 	pthread_mutex_lock(&e->mtx);
