@@ -631,11 +631,18 @@ prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 		snprintf(rpath, sizeof(rpath), "/tmp/stoke-provision-%s.sh", rnd ? rnd : "x");
 		free(rnd);
 
+		const char *rm[] = {"rm", "-f", rpath, NULL};
+		char scratch[256];
+
 		if ((rc = prov_read(prov_cfg.scripts_dir, "provision.sh", &script, &len, err,
 				    errlen)) != 0 ||
-		    (rc = prov_connect(ctx, &v, &c, 0, err, errlen)) != 0 ||
-		    (rc = ssh_upload(c, rpath, script, len, 0700, err, errlen)) != 0 ||
-		    (rc = prov_run(ctx, c, argv, &log, 3600000, err, errlen)) != 0)
+		    (rc = prov_connect(ctx, &v, &c, 0, err, errlen)) != 0)
+			goto out;
+		if ((rc = ssh_upload(c, rpath, script, len, 0700, err, errlen)) == 0)
+			rc = prov_run(ctx, c, argv, &log, 3600000, err, errlen);
+		/* nothing of ours left in /tmp, whatever happened */
+		prov_run(ctx, c, rm, &log, 60000, scratch, sizeof(scratch));
+		if (rc != 0)
 			goto out;
 	}
 	prov_check(ctx, "provisioned", NULL);
