@@ -21,6 +21,9 @@
 #include "sm.h"
 #include "store.h"
 
+/* How long a webhook delivery id is kept to refuse a replay. */
+#define SITES_DELIVERY_KEEP_MS (30LL * 24 * 3600 * 1000)
+
 const char sites_default_script[] =
     "#!/bin/bash\n"
     "# Stoke deploy script. Runs as the deploy user in the new release's folder.\n"
@@ -760,11 +763,16 @@ sites_deploy(struct store *s, int64_t site_id, const struct sites_deploy_req *re
 		goto fail;
 	}
 	dep = store_last_id(s);
-	if (req->delivery_id)
+	if (req->delivery_id) {
 		store_exec(s,
 			   "INSERT INTO webhook_deliveries (site_id, delivery_id, received_at,"
 			   " deployment_id) VALUES (?,?,?,?)",
 			   "isii", site_id, req->delivery_id, now, dep);
+		/* Git hosts redeliver within days; a month of ids is plenty to refuse
+		 * replays, and the table does not grow without end. */
+		store_exec(s, "DELETE FROM webhook_deliveries WHERE site_id = ? AND received_at < ?",
+			   "ii", site_id, now - SITES_DELIVERY_KEEP_MS);
+	}
 	snprintf(payload, sizeof(payload), "{\"deployment_id\":%lld}", (long long)dep);
 	if ((rc = sites_job(s, site_id, "deploy", payload, req->actor, job_id, err, errlen)) != 0)
 		goto fail;

@@ -106,7 +106,8 @@ wait_new_deploy() { # COUNT_BEFORE -> id of the newest, finished
 	echo "$id"
 }
 
-# GitHub
+# GitHub (with a delivery id from long ago on record: it is pruned when a new one comes)
+t_sql "$DATA/stoke.db" "INSERT INTO webhook_deliveries (site_id, delivery_id, received_at) VALUES ($SITE, 'ancient', $(( ($(date +%s) - 40 * 86400) * 1000 )))" >/dev/null
 C=$(publish v2)
 n=$(ndeploys)
 B=$(jq -c --arg c "$C" '.ref="refs/heads/main" | .after=$c | .deleted=false | .created=false | .head_commit.id=$c | .head_commit.message="v2" | .head_commit.author.name="Ada Lovelace" | .head_commit.author.email="ada@example.com" | .commits=[.head_commit]' "$FX/github/push_new_branch.payload.json")
@@ -120,6 +121,8 @@ t_wait 10 serves v2 || fail "site does not serve v2"
 log=$(api "$T_URL/api/v1/deployments/$D/log?limit=200" | jq -r '.items[].text')
 echo "$log" | grep -q "^building $C for site.test$" || fail "deployment log incomplete: $log"
 echo "$log" | grep -q "^built$" || fail "deployment log misses the end: $log"
+[ "$(t_sql "$DATA/stoke.db" "SELECT count(*) FROM webhook_deliveries WHERE delivery_id = 'ancient'")" = 0 ] ||
+	fail "a 40-day-old delivery id was not pruned"
 ok "GitHub push: signed delivery deploys the pushed commit, log complete, new content served"
 
 # Replay, bad signature, unknown site, other branch: nothing deployed.
