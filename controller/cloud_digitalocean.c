@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Debian 12, the system provision-scripts/ is written for, when no image is given. */
+#define CLOUD_DO_DEFAULT_IMAGE "debian-12-x64"
 #define CLOUD_DO_TAG_PREFIX "stoke-intent:"
 #define CLOUD_DO_PER_PAGE 200
 #define CLOUD_DO_PAGES_MAX 100
@@ -147,8 +149,9 @@ cloud_do_create_body(const struct cloud_create_req *req)
 
 	snprintf(tag, sizeof(tag), CLOUD_DO_TAG_PREFIX "%s", req->intent_id);
 	b = json_pack("{s:s, s:s, s:s, s:s, s:[s,s], s:b, s:b}", "name", req->name, "region",
-		      req->region, "size", req->size, "image", req->image, "tags", "stoke", tag,
-		      "ipv6", 0, "monitoring", 0);
+		      req->region, "size", req->size, "image",
+		      req->image && req->image[0] ? req->image : CLOUD_DO_DEFAULT_IMAGE, "tags",
+		      "stoke", tag, "ipv6", 0, "monitoring", 0);
 	if (b == NULL || (keys = json_array()) == NULL) {
 		json_decref(b);
 		return NULL;
@@ -182,9 +185,9 @@ cloud_do_create(struct cloud_ctx *ctx, const struct cloud_create_req *req, struc
 
 	cloud_reply_init(&r);
 	memset(vm, 0, sizeof(*vm));
-	if (req->name == NULL || req->region == NULL || req->size == NULL || req->image == NULL) {
+	if (req->name == NULL || req->region == NULL || req->size == NULL) {
 		ret = err_set(err, errlen, ERR_INVAL,
-			      "digitalocean: a droplet needs a name, region, size and image");
+			      "digitalocean: a droplet needs a name, region and size");
 		goto out;
 	}
 	if ((ret = cloud_do_find_by_intent(ctx, req->intent_id, vm, &found, err, errlen)) != 0)

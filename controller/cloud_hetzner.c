@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Debian 12, the system provision-scripts/ is written for, when no image is given. */
+#define CLOUD_HZ_DEFAULT_IMAGE "debian-12"
 #define CLOUD_HZ_LABEL "stoke-intent"
 #define CLOUD_HZ_PER_PAGE 50
 #define CLOUD_HZ_PAGES_MAX 200
@@ -136,8 +138,10 @@ cloud_hz_create_body(const struct cloud_create_req *req)
 	int bad = 0;
 
 	b = json_pack("{s:s, s:s, s:s, s:b, s:{s:s, s:s}}", "name", req->name, "server_type",
-		      req->size, "image", req->image, "start_after_create", 1, "labels",
-		      CLOUD_HZ_LABEL, req->intent_id, "managed-by", "stoke");
+		      req->size, "image",
+		      req->image && req->image[0] ? req->image : CLOUD_HZ_DEFAULT_IMAGE,
+		      "start_after_create", 1, "labels", CLOUD_HZ_LABEL, req->intent_id,
+		      "managed-by", "stoke");
 	if (b == NULL || (keys = json_array()) == NULL) {
 		json_decref(b);
 		return NULL;
@@ -173,9 +177,9 @@ cloud_hz_create(struct cloud_ctx *ctx, const struct cloud_create_req *req, struc
 
 	cloud_reply_init(&r);
 	memset(vm, 0, sizeof(*vm));
-	if (req->name == NULL || req->size == NULL || req->image == NULL) {
+	if (req->name == NULL || req->size == NULL) {
 		ret = err_set(err, errlen, ERR_INVAL,
-			      "hetzner: a server needs a name, server type and image");
+			      "hetzner: a server needs a name and a server type");
 		goto out;
 	}
 	if ((ret = cloud_hz_find_by_intent(ctx, req->intent_id, vm, &found, err, errlen)) != 0)

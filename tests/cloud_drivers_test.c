@@ -881,6 +881,49 @@ ct_wait_rules(void)
 	return 0;
 }
 
+/* No image given: Debian 12 (what provision-scripts/ is written for) is asked for. */
+static int
+ct_default_image(const struct ct_prov *p)
+{
+	const struct cloud_driver *d = cloud_lookup(p->driver);
+	struct http_client_opts o = {0};
+	struct http_client *c = NULL;
+	struct http_response r;
+	struct cloud_ctx ctx;
+	struct cloud_create_req req;
+	struct cloud_vm vm;
+	char err[CT_ERR], path[256];
+	const char *slug = NULL;
+	json_t *j = NULL, *srv;
+	int ret;
+
+	CT_CHECK(d != NULL && ct_reset() == 0, "driver %s", p->driver);
+	ct_ctx(p, &ctx);
+	ct_req(p, &req, "web-img", "intent-img-1");
+	req.image = NULL;
+	ret = d->create(&ctx, &req, &vm, err, sizeof(err));
+	CT_CHECK(ret == 0, "%s create without an image: %s", p->driver, err);
+	o.base_url = ct.url;
+	o.token = p->token;
+	CT_CHECK(http_client_new(&o, &c, err, sizeof(err)) == 0, "client: %s", err);
+	http_response_init(&r);
+	snprintf(path, sizeof(path), "%s/%s", p->servers, vm.provider_id);
+	ret = http_get(c, path, &r, err, sizeof(err));
+	if (ret == 0 && r.status == 200)
+		j = json_loadb(r.body.data, r.body.len, 0, NULL);
+	http_response_fini(&r);
+	http_client_free(c);
+	srv = json_object_get(j, strcmp(p->standin, "do") == 0 ? "droplet" : "server");
+	slug = json_string_value(json_object_get(json_object_get(srv, "image"),
+						 strcmp(p->standin, "do") == 0 ? "slug" : "name"));
+	ret = slug != NULL && strcmp(slug, p->image) == 0;
+	if (!ret)
+		ct_fail(__FILE__, __LINE__, "default image", "%s: image %s, want %s", p->driver,
+			slug ? slug : "(none)", p->image);
+	json_decref(j);
+	return ret ? 0 : -1;
+}
+
 int
 main(void)
 {
@@ -897,6 +940,8 @@ main(void)
 	}
 	bad |= ct_lifecycle(&ct_do) != 0;
 	bad |= ct_lifecycle(&ct_hz) != 0;
+	bad |= ct_default_image(&ct_do) != 0;
+	bad |= ct_default_image(&ct_hz) != 0;
 	bad |= ct_auth(&ct_do, "digitalocean: 401 unauthorized: Unable to authenticate you.") != 0;
 	bad |= ct_auth(&ct_hz, "hetzner: 401 unauthorized: unable to authenticate") != 0;
 	bad |= ct_refusals() != 0;
