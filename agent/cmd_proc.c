@@ -1,6 +1,6 @@
 /*
- * cmd_proc.c: runs one program for a handler: fork, privilege drop, execve with an argv,
- * output polled and streamed by line, time limit and cancel that kill the process group.
+ * cmd_proc.c: runs one program for a handler: a vfork-style clone, privilege drop, execve with
+ * an argv, output polled and streamed by line, time limit and cancel that kill the process group.
  * It knows no command kind; the exec, script, git, nginx and service handlers call it.
  */
 #include "cmd_proc.h"
@@ -16,13 +16,16 @@
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -361,67 +364,107 @@ nomem:
 	return err_set(err, errlen, ERR_NOMEM, "out of memory");
 }
 
-static void __attribute__((noreturn)) cmd_proc_child_fail(int rep, int stage, int e)
+/*
+ * The child runs in the agent's own memory (clone with CLONE_VM | CLONE_VFORK, as
+ * posix_spawn does): copying the page tables of a multi-threaded agent for a fork was one
+ * of its biggest CPU costs. So until execve it makes raw system calls only, through
+ * syscall(): no malloc, no stdio, no locks, and none of the glibc wrappers that keep
+ * process-wide state (glibc's setuid, setgid and setgroups would change the credentials of
+ * every thread of the agent). The agent's other threads keep running meanwhile; the calling
+ * thread sleeps until the child execs or exits, so the child may use that thread's errno.
+ */
+#define CMD_PROC_STACK (64 * 1024) /* the child's stack, under a guard page */
+
+/* 32-bit x86 and arm have 16-bit ids in the plain calls; the *32 ones take full ids. */
+#ifdef SYS_setresuid32
+#define CMD_PROC_SYS_SETGROUPS SYS_setgroups32
+#define CMD_PROC_SYS_SETRESGID SYS_setresgid32
+#define CMD_PROC_SYS_SETRESUID SYS_setresuid32
+#define CMD_PROC_SYS_GETRESUID SYS_getresuid32
+#else
+#define CMD_PROC_SYS_SETGROUPS SYS_setgroups
+#define CMD_PROC_SYS_SETRESGID SYS_setresgid
+#define CMD_PROC_SYS_SETRESUID SYS_setresuid
+#define CMD_PROC_SYS_GETRESUID SYS_getresuid
+#endif
+
+/* The kernel's signal set is NSIG - 1 bits (8 bytes on most architectures). */
+#define CMD_PROC_KSIGSET ((NSIG - 1 + 7) / 8)
+
+/* All zero: as a kernel struct sigaction, SIG_DFL with no flags and an empty mask; as a
+ * kernel signal set, no signal. Static so the child needs no memset. */
+static const unsigned long cmd_proc_zero[16];
+
+/* Sanitizer runtimes keep per-thread state that the child would share with the sleeping
+ * parent thread (ASan unpoisons "its" stack before a noreturn call): no instrumentation in
+ * the child. */
+#define CMD_PROC_CHILD __attribute__((no_sanitize("address", "undefined")))
+
+static void CMD_PROC_CHILD __attribute__((noreturn)) cmd_proc_child_fail(int rep, int stage, int e)
 {
 	struct cmd_proc_report r = {stage, e};
-	ssize_t w;
+	long w;
 
 	do
-		w = write(rep, &r, sizeof(r));
-	while (w < 0 && errno == EINTR);
-	_exit(127);
+		w = syscall(SYS_write, rep, &r, sizeof(r));
+	while (w == -1 && errno == EINTR);
+	syscall(SYS_exit_group, 127);
+	__builtin_unreachable();
 }
 
-/* In the child of fork(): async-signal-safe calls only. */
-static void __attribute__((noreturn)) cmd_proc_child_run(const struct cmd_proc_child *c)
+/* In the clone child, on its own stack in the agent's memory: raw system calls only. */
+static int CMD_PROC_CHILD
+cmd_proc_child_run(void *arg)
 {
-	struct sigaction sa;
-	sigset_t none;
+	const struct cmd_proc_child *c = arg;
 	int devnull, out_w, err_w, rep, e;
 
-	setpgid(0, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = SIG_DFL;
-	sigemptyset(&sa.sa_mask);
+	/* Signals are all blocked (the parent blocked them around clone). Reset every handler
+	 * before unblocking, so no agent handler ever runs on this stack. */
+	syscall(SYS_setpgid, 0, 0);
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
-			sigaction(sig, &sa, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+			syscall(SYS_rt_sigaction, sig, cmd_proc_zero, NULL, CMD_PROC_KSIGSET);
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, cmd_proc_zero, NULL, CMD_PROC_KSIGSET);
 
-	/* Move the descriptors above 2 first so dup2 cannot clobber one of them. */
-	devnull = fcntl(c->devnull, F_DUPFD_CLOEXEC, 10);
-	out_w = fcntl(c->out_w, F_DUPFD_CLOEXEC, 10);
-	err_w = fcntl(c->err_w, F_DUPFD_CLOEXEC, 10);
-	rep = fcntl(c->rep_w, F_DUPFD_CLOEXEC, 10);
+	/* Move the descriptors above 2 first so dup3 cannot clobber one of them. The
+	 * descriptor table is the child's own copy (no CLONE_FILES). */
+	devnull = (int)syscall(SYS_fcntl, c->devnull, F_DUPFD_CLOEXEC, 10);
+	out_w = (int)syscall(SYS_fcntl, c->out_w, F_DUPFD_CLOEXEC, 10);
+	err_w = (int)syscall(SYS_fcntl, c->err_w, F_DUPFD_CLOEXEC, 10);
+	rep = (int)syscall(SYS_fcntl, c->rep_w, F_DUPFD_CLOEXEC, 10);
 	if (rep == -1)
-		_exit(127);
+		syscall(SYS_exit_group, 127);
 	if (devnull == -1 || out_w == -1 || err_w == -1)
 		cmd_proc_child_fail(rep, CMD_PROC_STAGE_FDS, errno);
-	if (dup2(devnull, 0) == -1 || dup2(out_w, 1) == -1 || dup2(err_w, 2) == -1 ||
-	    dup3(rep, 3, O_CLOEXEC) == -1)
+	if (syscall(SYS_dup3, devnull, 0, 0) == -1 || syscall(SYS_dup3, out_w, 1, 0) == -1 ||
+	    syscall(SYS_dup3, err_w, 2, 0) == -1 || syscall(SYS_dup3, rep, 3, O_CLOEXEC) == -1)
 		cmd_proc_child_fail(rep, CMD_PROC_STAGE_FDS, errno);
 	rep = 3;
-	close_range(4, ~0U, 0);
+	syscall(SYS_close_range, 4, ~0U, 0);
 
 	if (c->drop) {
-		if (setgroups(c->ngroups, c->groups) == -1)
+		uid_t ruid, euid, suid;
+
+		if (syscall(CMD_PROC_SYS_SETGROUPS, c->ngroups, c->groups) == -1)
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_SETGROUPS, errno);
-		if (setgid(c->gid) == -1)
+		if (syscall(CMD_PROC_SYS_SETRESGID, c->gid, c->gid, c->gid) == -1)
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_SETGID, errno);
-		if (setuid(c->uid) == -1)
+		if (syscall(CMD_PROC_SYS_SETRESUID, c->uid, c->uid, c->uid) == -1)
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_SETUID, errno);
-		if (c->uid != 0 && (getuid() != c->uid || geteuid() != c->uid || setuid(0) != -1))
+		if (c->uid != 0 && (syscall(CMD_PROC_SYS_GETRESUID, &ruid, &euid, &suid) == -1 ||
+				    ruid != c->uid || euid != c->uid || suid != c->uid ||
+				    syscall(CMD_PROC_SYS_SETRESUID, 0, 0, 0) != -1))
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_STILL_ROOT, EPERM);
 	}
-	if (chdir(c->cwd) == -1) {
+	if (syscall(SYS_chdir, c->cwd) == -1) {
 		e = errno;
-		if (!c->cwd_fallback || chdir("/") == -1)
+		if (!c->cwd_fallback || syscall(SYS_chdir, "/") == -1)
 			cmd_proc_child_fail(rep, CMD_PROC_STAGE_CHDIR, e);
 	}
 	e = ENOENT;
 	for (size_t i = 0; i < c->npaths; i++) {
-		execve(c->paths[i], c->argv, c->envp);
+		syscall(SYS_execve, c->paths[i], c->argv, c->envp);
 		/* As execvp: remember a permission error, keep looking on the others. */
 		if (errno == EACCES)
 			e = EACCES;
@@ -429,6 +472,42 @@ static void __attribute__((noreturn)) cmd_proc_child_run(const struct cmd_proc_c
 			e = errno;
 	}
 	cmd_proc_child_fail(rep, CMD_PROC_STAGE_EXEC, e);
+}
+
+/*
+ * Starts the child on a stack of its own and returns once it has called execve or exited
+ * (CLONE_VFORK): its pid, or -1 with errno set. Signals are blocked around clone so no
+ * handler of the agent runs in the child before it resets them.
+ */
+static pid_t
+cmd_proc_spawn(struct cmd_proc_child *c)
+{
+	size_t guard = (size_t)sysconf(_SC_PAGESIZE), len = guard + CMD_PROC_STACK;
+	sigset_t all, old;
+	char *stack;
+	pid_t pid;
+	int e;
+
+	stack =
+	    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return -1;
+	/* The stack grows down towards the guard page. */
+	if (mprotect(stack, guard, PROT_NONE) == -1) {
+		e = errno;
+		munmap(stack, len);
+		errno = e;
+		return -1;
+	}
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = clone(cmd_proc_child_run, stack + len, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+	e = errno; /* meaningful only when clone failed (the child may have changed it) */
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* The child has exec'd or exited: its stack is no longer in use. */
+	munmap(stack, len);
+	errno = e;
+	return pid;
 }
 
 /* Sends data to the capture buffer and the output, cutting it at max_output. */
@@ -645,7 +724,6 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 	long timeout_ms;
 	char **envp = NULL, **paths = NULL;
 	size_t nenv = 0, npaths = 0, nargs = 0;
-	sigset_t all, old;
 	ssize_t r;
 	pid_t pid = -1;
 	char dur[32];
@@ -732,22 +810,14 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 	if (spec->announce)
 		cmd_proc_announce(ctx, spec->argv);
 
-	/* No signal handler may run in the child before it resets them. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid = fork();
-	if (pid == 0)
-		cmd_proc_child_run(&c);
-	rc = errno;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (pid == -1) {
-		rc = err_set(res->error, sizeof(res->error), ERR_IO, "fork: %s", strerror(rc));
+	if ((pid = cmd_proc_spawn(&c)) == -1) {
+		rc = err_set(res->error, sizeof(res->error), ERR_IO, "clone: %s", strerror(errno));
 		goto fail;
 	}
 	rc = 0;
 	start = time_mono_ms();
 	deadline = start + timeout_ms;
-	setpgid(pid, pid); /* as the child does: whichever runs first */
+	/* The child has made itself a process group leader before execve (CLONE_VFORK). */
 	close(outp[1]);
 	close(errp[1]);
 	close(repp[1]);
