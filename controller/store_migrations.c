@@ -176,5 +176,10 @@ static const char store_m5[] =
     "ALTER TABLE batches ADD COLUMN output_from INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX commands_batch ON commands(batch_id, state);";
 
-const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4, store_m5};
+static const char store_m6[] =
+    /* output_owner repeated the UNIQUE (owner_kind, owner_id, seq) index of output_lines
+     * column for column: every stored line paid for two identical B-trees */
+    "DROP INDEX IF EXISTS output_owner;";
+
+const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4, store_m5, store_m6};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);
