@@ -908,7 +908,9 @@ hub_main(void *arg)
 		h->nremoved = 0;
 		dispatch = h->dispatch;
 		h->dispatch = 0;
-		while (h->idle < HUB_MIN_IDLE && hub_ctx_add(h) == 0)
+		/* Enough contexts receiving that a burst of results from every agent at once
+		 * lands in a few rounds rather than waiting eight at a time. */
+		while (h->idle < HUB_MIN_IDLE + (int)(h->nbind / 4) && hub_ctx_add(h) == 0)
 			;
 		pthread_mutex_unlock(&h->mtx);
 		if (atomic_load(&h->stopping) || h->s == NULL)
