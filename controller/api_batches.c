@@ -21,7 +21,7 @@
 #define API_BATCHES_OUT_DEFAULT 1000
 #define API_BATCHES_OUT_MAX 5000
 #define API_BATCHES_WAIT_MAX 25000
-#define API_BATCHES_LOOK_MS 25
+#define API_BATCHES_LOOK_MS 10
 
 #define API_BATCHES_COLS                                                                           \
 	"SELECT id, state, argv, script, user, timeout_ms, batch_size, pickup_ms, selector,"       \
