@@ -237,6 +237,9 @@ const struct config_opt agent_config_opts[] = {
      "default time limit of exec and script commands"},
     {"max_output", CONFIG_INT, OPT(max_output), "67108864", 4096, 1073741824L, NULL,
      "bytes of output kept per command before the rest is cut"},
+    {"pin_cpu", CONFIG_BOOL, OPT(pin_cpu), "yes", 0, 0, NULL,
+     "run the agent's own threads on one CPU (fewer cross-CPU wake-ups; the programs it "
+     "starts may use every CPU)"},
 };
 
 const size_t agent_config_nopts = sizeof(agent_config_opts) / sizeof(agent_config_opts[0]);

@@ -38,6 +38,7 @@ struct agent_config {
 	char *systemctl_bin;
 	long exec_timeout; /* ms, default for exec/script */
 	long max_output;   /* bytes of output per command before it is cut */
+	int pin_cpu;	   /* the agent's own threads on one CPU (its commands on all) */
 };
 
 extern const struct config_opt agent_config_opts[];

@@ -13,6 +13,7 @@
 
 #include "agent_config.h"
 #include "channel.h"
+#include "cmd_proc.h"
 #include "err.h"
 #include "log.h"
 
@@ -93,6 +94,14 @@ main(int argc, char **argv)
 	if (mkdir(cfg.state_dir, 0700) == -1 && errno != EEXIST) {
 		log_warn("%s", cfg.state_dir);
 		return 1;
+	}
+	if (cfg.pin_cpu) {
+		int cpu = -1, rc = cmd_proc_pin_self(&cpu);
+
+		if (rc < 0)
+			log_warn("pin_cpu: staying on every CPU");
+		else if (rc > 0)
+			log_debug("pin_cpu: the agent's threads run on CPU %d", cpu);
 	}
 	if (channel_start(&cfg, &agent_channel, err, sizeof(err)) != 0) {
 		log_error("%s", err);

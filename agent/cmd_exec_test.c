@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 
+#include "cmd_proc.h"
 #include "testutil.h"
 
 struct cmd_exec_test_run {
@@ -434,6 +435,50 @@ cmd_exec_test_max_output(void **state)
 	testutil_cfg_fini(&cfg);
 }
 
+/* Cpus_allowed_list of /proc/self/status, malloc'd. */
+static char *
+cmd_exec_test_cpus(void)
+{
+	char line[512], *v = NULL;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	while (f && v == NULL && fgets(line, sizeof(line), f))
+		if (strncmp(line, "Cpus_allowed_list:", 18) == 0)
+			v = strdup(line + 18 + strspn(line + 18, " \t"));
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* An agent pinned to one CPU gives the programs it starts every CPU back. */
+static void
+cmd_exec_test_pinned(void **state)
+{
+	const char *argv[] = {"/usr/bin/grep", "^Cpus_allowed_list:", "/proc/self/status", NULL};
+	char *before = cmd_exec_test_cpus(), *after, want[600];
+	struct cmd_exec_test_run r;
+	int cpu = -1, rc;
+
+	assert_non_null(before);
+	rc = cmd_proc_pin_self(&cpu);
+	assert_true(rc >= 0);
+	if (rc == 0) { /* one CPU: nothing pinned, nothing to give back */
+		free(before);
+		skip();
+	}
+	after = cmd_exec_test_cpus();
+	snprintf(want, sizeof(want), "%d\n", cpu);
+	assert_string_equal(after, want); /* this thread is pinned */
+	cmd_exec_test_start(&r, *state, argv, NULL);
+	cmd_exec_test_go(&r);
+	assert_int_equal(r.res.exit_code, 0);
+	snprintf(want, sizeof(want), "Cpus_allowed_list:\t%s", before);
+	assert_string_equal(testutil_out_str(&r.out, CMD_STDOUT), want);
+	cmd_exec_test_done(&r);
+	free(before);
+	free(after);
+}
+
 int
 main(void)
 {
@@ -446,6 +491,7 @@ main(void)
 	    cmocka_unit_test(cmd_exec_test_cwd_and_missing),
 	    cmocka_unit_test(cmd_exec_test_timeout),
 	    cmocka_unit_test(cmd_exec_test_cancel),
+	    cmocka_unit_test(cmd_exec_test_pinned),
 	    cmocka_unit_test(cmd_exec_test_many_lines),
 	    cmocka_unit_test(cmd_exec_test_max_output),
 	};

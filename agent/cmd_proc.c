@@ -395,6 +395,34 @@ nomem:
  * kernel signal set, no signal. Static so the child needs no memset. */
 static const unsigned long cmd_proc_zero[16];
 
+/* The CPUs the agent may use as it started, given back to each program it starts when
+ * cmd_proc_pin_self pinned the agent's own threads to one of them. */
+static cpu_set_t cmd_proc_cpus;
+static int cmd_proc_pinned;
+
+int
+cmd_proc_pin_self(int *cpu)
+{
+	cpu_set_t one;
+	int n, k, i;
+
+	if (sched_getaffinity(0, sizeof(cmd_proc_cpus), &cmd_proc_cpus) == -1)
+		return -1;
+	if ((n = CPU_COUNT(&cmd_proc_cpus)) <= 1)
+		return 0;	 /* nothing to gain */
+	k = (int)(getpid() % n); /* many agents on one machine (tests) spread out */
+	for (i = 0; i < CPU_SETSIZE; i++)
+		if (CPU_ISSET(i, &cmd_proc_cpus) && k-- == 0)
+			break;
+	CPU_ZERO(&one);
+	CPU_SET(i, &one);
+	if (sched_setaffinity(0, sizeof(one), &one) == -1)
+		return -1;
+	cmd_proc_pinned = 1;
+	*cpu = i;
+	return 1;
+}
+
 /* Sanitizer runtimes keep per-thread state that the child would share with the sleeping
  * parent thread (ASan unpoisons "its" stack before a noreturn call): no instrumentation in
  * the child. */
@@ -426,6 +454,9 @@ cmd_proc_child_run(void *arg)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			syscall(SYS_rt_sigaction, sig, cmd_proc_zero, NULL, CMD_PROC_KSIGSET);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, cmd_proc_zero, NULL, CMD_PROC_KSIGSET);
+	/* The program may use every CPU the agent could, not only the agent's own one. */
+	if (cmd_proc_pinned)
+		syscall(SYS_sched_setaffinity, 0, sizeof(cmd_proc_cpus), &cmd_proc_cpus);
 
 	/* Move the descriptors above 2 first so dup3 cannot clobber one of them. The
 	 * descriptor table is the child's own copy (no CLONE_FILES). */

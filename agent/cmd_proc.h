@@ -60,4 +60,10 @@ void cmd_proc_note(struct cmd_ctx *ctx, const char *fmt, ...) __attribute__((for
 /* 1 when a process other than a zombie is in process group pgid, else 0 (reads /proc). */
 int cmd_proc_group_alive(pid_t pgid);
 
+/* Pins the calling thread (and so every thread it starts later) to one of the CPUs it
+ * may use, chosen by pid; programs started by cmd_proc_run get all of them back.
+ * 1 pinned (*cpu set), 0 nothing to do (one CPU), -1 failed (errno). Call before any
+ * other thread starts. */
+int cmd_proc_pin_self(int *cpu);
+
 #endif
