@@ -694,6 +694,7 @@ hub_ingest(struct hub *h, struct hub_ctx *c, Stoke__Envelope *e, int64_t server_
 				     : o->stream == STOKE__STREAM_KIND__STREAM_SYSTEM ? "system"
 										      : "stdout";
 		const char *p = (const char *)o->data.data, *end = p + o->data.len, *nl;
+		struct store_stmt *ins;
 		int64_t line = 0;
 
 		ack.command_id = o->command_id;
@@ -702,18 +703,24 @@ hub_ingest(struct hub *h, struct hub_ctx *c, Stoke__Envelope *e, int64_t server_
 			      "SELECT count(*) FROM commands WHERE id = ? AND server_id = ?", "ii",
 			      (int64_t)o->command_id, server_id) == 0)
 			goto reply; /* not this agent's: acknowledged, not stored */
-		while (p < end && line < 65536) {
+		/* one statement, bound again for each line */
+		ins = store_query(h->s,
+				  "INSERT OR IGNORE INTO output_lines (owner_kind, owner_id, seq,"
+				  " stream, time, text) VALUES ('command', ?, ?, ?, ?, ?)",
+				  "");
+		if (ins == NULL)
+			h->txn_failed = 1;
+		while (ins != NULL && p < end && line < 65536) {
 			nl = memchr(p, '\n', (size_t)(end - p));
-			hub_exec_ok(h, store_exec(h->s,
-						  "INSERT OR IGNORE INTO output_lines (owner_kind,"
-						  " owner_id, seq, stream, time, text) VALUES"
-						  " ('command', ?, ?, ?, ?, ?)",
-						  "iisit", (int64_t)o->command_id,
-						  ((int64_t)o->seq << 16) | line, stream, now, p,
-						  (size_t)(nl ? nl - p : end - p)));
+			if (store_rebind(ins, "iisit", (int64_t)o->command_id,
+					 ((int64_t)o->seq << 16) | line, stream, now, p,
+					 (size_t)(nl ? nl - p : end - p)) != 0 ||
+			    store_step(ins) != STORE_DONE)
+				h->txn_failed = 1;
 			line++;
 			p = nl ? nl + 1 : end;
 		}
+		store_finalize(ins);
 		h->txn_lines += line;
 		hub_exec_ok(h,
 			    store_exec(h->s,

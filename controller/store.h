@@ -46,6 +46,8 @@ void store_rollback(struct store *s);
  */
 struct store_stmt *store_query(struct store *s, const char *sql, const char *spec, ...);
 int store_exec(struct store *s, const char *sql, const char *spec, ...);
+/* Resets st and binds new values (every '?' again): runs one statement many times. */
+int store_rebind(struct store_stmt *st, const char *spec, ...);
 /* Runs several ';'-separated statements without bindings. */
 int store_exec_script(struct store *s, const char *sql, char *err, size_t errlen);
 /* STORE_ROW, STORE_DONE, or a negative value on error (see store_errmsg). */
