@@ -16,6 +16,28 @@ static pthread_cond_t events_cond = PTHREAD_COND_INITIALIZER;
 static int64_t events_seen;
 static uint64_t events_generation;
 
+/* The newest event id this thread wrote in the transaction it has open. */
+static __thread int64_t events_pending;
+
+static void
+events_publish(int64_t id)
+{
+	pthread_mutex_lock(&events_mtx);
+	if (id > events_seen)
+		events_seen = id;
+	events_generation++;
+	pthread_cond_broadcast(&events_cond);
+	pthread_mutex_unlock(&events_mtx);
+}
+
+/* After a commit of a transaction that emitted events (store_after_commit). */
+static void
+events_commit_cb(void)
+{
+	events_publish(events_pending);
+	events_pending = 0;
+}
+
 int
 events_emit(struct store *s, const char *actor, const char *kind, const char *resource_kind,
 	    int64_t resource_id, const char *data_json)
@@ -32,11 +54,14 @@ events_emit(struct store *s, const char *actor, const char *kind, const char *re
 		return -1;
 	}
 	id = store_last_id(s);
-	pthread_mutex_lock(&events_mtx);
-	if (id > events_seen)
-		events_seen = id;
-	pthread_mutex_unlock(&events_mtx);
-	events_notify();
+	/* Readers learn of the row (events_last_id) and are woken once it is committed:
+	 * told before, they could read, find nothing new, and sleep through the commit. */
+	store_set_after_commit(events_commit_cb);
+	if (store_after_commit(s)) {
+		if (id > events_pending)
+			events_pending = id;
+	} else
+		events_publish(id);
 	return 0;
 }
 

@@ -11,8 +11,9 @@
 
 struct store;
 
-/* Inserts one event (data_json may be NULL: "{}"). Wakes waiters once the caller commits:
- * call events_notify() after commit (events_emit calls it too; waiters re-read the table). */
+/* Inserts one event (data_json may be NULL: "{}"). Inside a transaction, waiters learn of
+ * it (events_last_id) and wake when the caller's store_commit succeeds; outside one, at
+ * once. events_notify() wakes waiters for changes that wrote no event. */
 int events_emit(struct store *s, const char *actor, const char *kind, const char *resource_kind,
 		int64_t resource_id, const char *data_json);
 void events_notify(void);

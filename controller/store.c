@@ -38,10 +38,12 @@ struct store_stmt {
 struct store {
 	sqlite3 *db;
 	int64_t busy_since; /* monotonic ms of the first try of the current wait */
+	int after_commit;   /* store_after_commit asked for in this transaction */
 	struct store_stmt cache[STORE_CACHE];
 };
 
 static int store_busy_cb(void *arg, int count);
+static void (*store_after_commit_fn)(void);
 
 static char *store_global_path;
 static pthread_key_t store_tls_key;
@@ -250,14 +252,37 @@ store_begin(struct store *s)
 int
 store_commit(struct store *s)
 {
-	return store_exec(s, "COMMIT", "");
+	int rc = store_exec(s, "COMMIT", "");
+
+	if (rc == 0 && s->after_commit) {
+		s->after_commit = 0;
+		if (store_after_commit_fn)
+			store_after_commit_fn();
+	}
+	return rc;
 }
 
 void
 store_rollback(struct store *s)
 {
+	s->after_commit = 0;
 	if (!sqlite3_get_autocommit(s->db))
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+void
+store_set_after_commit(void (*fn)(void))
+{
+	store_after_commit_fn = fn;
+}
+
+int
+store_after_commit(struct store *s)
+{
+	if (sqlite3_get_autocommit(s->db))
+		return 0; /* no transaction: what was written is committed already */
+	s->after_commit = 1;
+	return 1;
 }
 
 static int

@@ -36,6 +36,12 @@ void store_global_fini(void);
 int store_begin(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);
+/* One process-wide function that store_commit calls after a commit in which
+ * store_after_commit was called (events.c: wake readers only once what they will read is
+ * committed). store_after_commit returns 0 when s is in no transaction (nothing to wait
+ * for: call it now), 1 when the call is deferred to the commit. */
+void store_set_after_commit(void (*fn)(void));
+int store_after_commit(struct store *s);
 
 /*
  * Statements. Bind spec characters, one per '?' in order:
