@@ -255,7 +255,7 @@ cli_server_log_drain(struct cli *cli, const char *base, int64_t *after)
 	json_t *page = NULL, *items, *item, *next;
 	struct buf path;
 	size_t i;
-	int ret = 0;
+	int ret = 0, last_page;
 
 	buf_init(&path, 8192);
 	for (;;) {
@@ -282,10 +282,12 @@ cli_server_log_drain(struct cli *cli, const char *base, int64_t *after)
 				printf("%s\n", cli_jstr(item, "text"));
 			}
 		}
+		/* items and next belong to page: look at them before it goes. */
 		next = json_object_get(page, "next");
+		last_page = json_array_size(items) == 0 || !json_is_integer(next);
 		json_decref(page);
 		page = NULL;
-		if (json_array_size(items) == 0 || !json_is_integer(next))
+		if (last_page)
 			break;
 	}
 	json_decref(page);

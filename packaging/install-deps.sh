@@ -9,6 +9,7 @@ packages=(
   libprotobuf-c-dev protobuf-c-compiler libcurl4-openssl-dev libcmocka-dev
   libnng-dev libmbedtls-dev libssh2-1-dev
   openssh-server openssh-client nginx curl wrk socat jq openssl python3 shellcheck
+  debootstrap iproute2
 )
 
 missing=()

@@ -182,18 +182,20 @@ else
 fi
 
 if ! systemd_on; then
-	if [ -n "$root" ]; then
-		# A sandboxed test host: run the agent in the background, restarted on reinstall.
-		pidfile=$state_dir/agent.pid
-		if [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
-			step service "stopped the previous agent"
-		fi
-		setsid "$bin_path" -c "$etc_dir/agent.conf" >>"$state_dir/agent.log" 2>&1 </dev/null &
-		echo $! >"$pidfile"
-		step service "stoke-agent started (pid $(cat "$pidfile"), no systemd)"
-		exit 0
+	# A sandboxed test host, or a server without systemd (a container, a chroot): run the
+	# agent in the background, restarted on reinstall. The controller stops it through
+	# the same pid file when the server is deleted. Nothing starts it again after a reboot.
+	pidfile=$state_dir/agent.pid
+	old=$(cat "$pidfile" 2>/dev/null || true)
+	# Only the agent itself (a pid file can outlive its process); its binary may have
+	# been replaced above, which readlink shows as "PATH (deleted)".
+	if [[ $old =~ ^[0-9]+$ ]] && [[ "$(readlink "/proc/$old/exe" 2>/dev/null)" == "$bin_path"* ]] &&
+		kill "$old" 2>/dev/null; then
+		step service "stopped the previous agent"
 	fi
-	step service "systemd is not running here: start it with $bin_path -c $etc_dir/agent.conf"
+	setsid "$bin_path" -c "$etc_dir/agent.conf" >>"$state_dir/agent.log" 2>&1 </dev/null &
+	echo $! >"$pidfile"
+	step service "stoke-agent started (pid $(cat "$pidfile"), no systemd: not enabled at boot)"
 	exit 0
 fi
 if [ $unit_changed = 1 ]; then

@@ -6,6 +6,8 @@
 #
 # Environment (all optional):
 #   STOKE_DEPLOY_USER=deploy        the unprivileged user that owns sites and runs deploys
+#   STOKE_SITES_ROOT=/var/www       where sites live (the controller's default): the deploy
+#                                   user owns it, to make each site's folder there
 #   STOKE_SKIP_FIREWALL=1           leave the firewall alone (no ufw install, no rules)
 #   STOKE_SSH_PORT=N                SSH port to keep open (default: the one of this session)
 #   STOKE_LOCK_TIMEOUT=600          seconds to wait for dpkg/apt locks held by others
@@ -14,6 +16,7 @@
 set -euo pipefail
 
 deploy_user=${STOKE_DEPLOY_USER:-deploy}
+sites_root=${STOKE_SITES_ROOT:-/var/www}
 skip_firewall=${STOKE_SKIP_FIREWALL:-0}
 lock_timeout=${STOKE_LOCK_TIMEOUT:-600}
 cloud_init_timeout=${STOKE_CLOUD_INIT_TIMEOUT:-900}
@@ -110,6 +113,8 @@ preflight() {
 	esac
 	[[ $deploy_user =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] ||
 		die "STOKE_DEPLOY_USER '$deploy_user' is not a valid user name"
+	[[ $sites_root =~ ^(/[A-Za-z0-9._-]+)+$ && ! $sites_root =~ /\.\.?(/|$) ]] ||
+		die "STOKE_SITES_ROOT '$sites_root' is not an absolute folder path"
 	is_number "$lock_timeout" || die "STOKE_LOCK_TIMEOUT must be a number of seconds"
 	is_number "$cloud_init_timeout" || die "STOKE_CLOUD_INIT_TIMEOUT must be a number of seconds"
 	step preflight "$id, running as root, deploy user '$deploy_user'"
@@ -186,27 +191,58 @@ create_deploy_user() {
 	fi
 }
 
-# ensure_dir PATH MODE UID GID: a folder with that mode and owner, changed only if needed.
+# ensure_dir PATH MODE UID GID [STEP]: a folder with that mode and owner, changed only if
+# needed; progress lines under STEP (default: user).
 ensure_dir() {
-	local path=$1 mode=$2 uid=$3 gid=$4
+	local path=$1 mode=$2 uid=$3 gid=$4 label=${5:-user}
 	[ -L "$path" ] && die "$path is a symbolic link"
 	if [ ! -d "$path" ]; then
 		mkdir -p "$path"
-		step user "made $path"
+		step "$label" "made $path"
 	fi
 	if [ "$(stat -c %a "$path")" != "$mode" ]; then
 		chmod "$mode" "$path"
-		step user "$path mode set to $mode"
+		step "$label" "$path mode set to $mode"
 	fi
 	if [ "$(stat -c %u:%g "$path")" != "$uid:$gid" ]; then
 		chown "$uid:$gid" "$path"
-		step user "$path owner set to $deploy_user"
+		step "$label" "$path owner set to $deploy_user"
 	fi
+}
+
+# The sites root: the agent makes each site's folder there as the deploy user (the nginx
+# package leaves /var/www to root). Only the folder itself changes hands, not what is in it.
+prepare_sites_root() {
+	local entry uid gid
+	entry=$(getent passwd "$deploy_user") || die "no user $deploy_user"
+	IFS=: read -r _ _ uid gid _ <<<"$entry"
+	ensure_dir "$sites_root" 755 "$uid" "$gid" sites
+	step sites "$sites_root belongs to $deploy_user"
+}
+
+# True when the nginx of /run/nginx.pid (Debian's nginx.conf) runs.
+nginx_running() {
+	local pid
+	pid=$(cat /run/nginx.pid 2>/dev/null) || return 1
+	is_number "$pid" && kill -0 "$pid" 2>/dev/null
 }
 
 enable_nginx() {
 	if ! systemd_on; then
-		step nginx "systemd is not running, not enabling the service"
+		# No systemd (a container, a chroot): dpkg's invoke-rc.d did not start nginx
+		# either, and the agent reloads a running nginx. Start it through its init
+		# script; nothing starts it again after a reboot.
+		if nginx_running; then
+			step nginx "running (systemd is not running: not enabled at boot)"
+			return
+		fi
+		if [ -x /etc/init.d/nginx ]; then
+			/etc/init.d/nginx start || die "nginx did not start (/etc/init.d/nginx start)"
+		else
+			nginx || die "nginx did not start"
+		fi
+		nginx_running || die "nginx did not start: no process for /run/nginx.pid"
+		step nginx "started (systemd is not running: not enabled at boot)"
 		return
 	fi
 	if systemctl is-enabled --quiet nginx && systemctl is-active --quiet nginx; then
@@ -268,6 +304,7 @@ preflight
 wait_cloud_init
 install_packages
 create_deploy_user
+prepare_sites_root
 enable_nginx
 configure_firewall
 step finished "server provisioned"

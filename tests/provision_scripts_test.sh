@@ -103,7 +103,8 @@ EOF
 # provision ENV...: runs provision.sh with the stubs; output in $T_TMP/out, calls in $calls.
 provision() {
 	: >"$calls"
-	env PATH="$stubs:$PATH" STOKE_SYSTEMD=yes SSH_CONNECTION="192.0.2.1 50000 192.0.2.2 22" "$@" \
+	env PATH="$stubs:$PATH" STOKE_SYSTEMD=yes SSH_CONNECTION="192.0.2.1 50000 192.0.2.2 22" \
+		STOKE_SITES_ROOT="$T_TMP/www" "$@" \
 		bash "$STOKE_SRC/provision-scripts/provision.sh" >"$T_TMP/out" 2>&1
 }
 
@@ -120,6 +121,7 @@ grep -q "^useradd .*--create-home.* deploy$" "$calls" || fail "deploy user not c
 [ "$(stat -c %a "$T_TMP/home/deploy")" = 755 ] || fail "home mode"
 [ "$(stat -c %a "$T_TMP/home/deploy/.ssh")" = 700 ] || fail ".ssh mode"
 [ "$(stat -c %a "$T_TMP/home/deploy/.ssh/authorized_keys")" = 600 ] || fail "authorized_keys mode"
+[ "$(stat -c %a:%u "$T_TMP/www")" = "755:$uid" ] || fail "sites root: $(stat -c %a:%u "$T_TMP/www")"
 if [ ! -e "$state/enabled_nginx" ] || [ ! -e "$state/active_nginx" ]; then
 	fail "nginx not enabled"
 fi
@@ -130,7 +132,7 @@ done
 grep -q '^==> done\|^==> finished: server provisioned' "$T_TMP/out" || fail "no final line"
 bad=$(grep -v '^==> ' "$T_TMP/out" | grep -v '^status: done' || true)
 [ -z "$bad" ] || fail "output lines that are not steps: $bad"
-ok "provision.sh: first run waits for apt, installs, creates the user, opens the firewall"
+ok "provision.sh: first run waits for apt, installs, creates the user and the sites root, opens the firewall"
 
 cp "$state/ufw_rules" "$T_TMP/rules.before"
 provision STOKE_DEPLOY_USER=deploy || { cat "$T_TMP/out"; fail "second provision.sh failed"; }

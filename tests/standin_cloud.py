@@ -45,6 +45,16 @@ Extras the real providers do not send (drivers read them only when present):
 A VM's sshd also reads ROOT/etc/ssh/authorized_keys/USER, so keys the agent manages
 there (install-agent.sh points the sandboxed agent at it) let people log in.
 A VM logs in as the user running the stand-in (root in the test container).
+
+With --vm-command CMD (and --hosts-dir) a VM is instead whatever CMD starts: a real
+machine of its own, such as tests/vm/vm.sh's debootstrapped Debian in a network namespace
+(tests/e2e_vm_test.sh). CMD is split as a shell would split it and run once per VM, with
+STANDIN_VM_FOLDER (the VM's folder, holding authorized_keys: the keys named at creation),
+STANDIN_VM_NAME, STANDIN_VM_ID and STANDIN_VM_SEQ (1, 2, ... in creation order) in its
+environment. It prints "ipv4 ADDRESS" on stdout once the VM's sshd listens on ADDRESS port
+22, and runs as long as the VM does: deleting the VM sends it SIGTERM. Such a VM has none of
+the extras above: the API reports ADDRESS as its public IPv4 and nothing else, as a real
+provider would, so Stoke provisions it as it would a real server.
 """
 
 import argparse
@@ -52,11 +62,14 @@ import base64
 import binascii
 import ctypes
 import hashlib
+import ipaddress
 import json
 import math
 import os
 import queue
 import re
+import select
+import shlex
 import shutil
 import signal
 import socket
@@ -72,6 +85,8 @@ STANDIN_BODY_MAX = 1024 * 1024
 STANDIN_LOG_MAX = 1000
 STANDIN_SSHD_START_S = 15.0
 STANDIN_NGINX_START_S = 15.0
+STANDIN_VM_BOOT_S = 120.0  # --vm-command: until it prints the VM's address
+STANDIN_VM_STOP_S = 30.0  # --vm-command: after SIGTERM, before SIGKILL
 
 STANDIN_DO_LIMIT = 5000
 STANDIN_HZ_LIMIT = 3600
@@ -236,6 +251,8 @@ class StandinVM:
         self.proc = None
         self.http_port = None  # the VM's nginx (--nginx)
         self.nginx = None
+        self.ipv4 = None  # --vm-command: the address it reported
+        self.seq = 0  # --vm-command: 1, 2, ... in creation order
         self.ready = False  # sshd listening (or no sshd wanted)
         self.failed = None  # why the sshd could not start
         self.deleted = False
@@ -257,6 +274,7 @@ class StandinCloud:
         self.faults = []
         self.log = []
         self.rate = {"do": [], "hetzner": []}  # request times in the last hour
+        self.vm_seq = 0  # --vm-command VMs made so far
         self.tasks = queue.Queue()
         self.worker = threading.Thread(target=self.worker_main, name="standin-vms", daemon=True)
         self.worker.start()
@@ -373,6 +391,9 @@ class StandinCloud:
             if vm.user_data is not None:
                 with open(os.path.join(vm.folder, "user-data"), "w") as fh:
                     fh.write(vm.user_data)
+        if a.vm_command:
+            self.vm_boot(vm)
+            return
         if not a.sshd:
             vm.ready = True
             return
@@ -447,6 +468,59 @@ class StandinCloud:
         standin_log("%s %s: sshd pid %d on 127.0.0.1:%d" % (vm.provider, vm.id, vm.proc.pid,
                                                            port))
 
+    def vm_boot(self, vm):
+        """--vm-command: starts the command for this VM and waits until it reports the VM's
+        address. Sets vm.proc, vm.ipv4 and vm.ready, or vm.failed."""
+        a = self.args
+        with self.lock:
+            self.vm_seq += 1
+            vm.seq = self.vm_seq
+        env = dict(os.environ, STANDIN_VM_FOLDER=vm.folder, STANDIN_VM_NAME=vm.name,
+                   STANDIN_VM_ID=str(vm.id), STANDIN_VM_SEQ=str(vm.seq))
+        logpath = os.path.join(vm.folder, "vm-command.log")
+        mypid = os.getpid()
+        with open(logpath, "ab") as log:
+            proc = subprocess.Popen(shlex.split(a.vm_command), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=log, env=env,
+                                    preexec_fn=lambda: standin_pdeathsig(mypid),
+                                    close_fds=True)
+        ip, buf = None, b""
+        deadline = time.monotonic() + STANDIN_VM_BOOT_S
+        while ip is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf and ip is None:
+                line, buf = buf.split(b"\n", 1)
+                words = line.decode("utf-8", "replace").split()
+                if len(words) == 2 and words[0] == "ipv4":
+                    try:
+                        ip = str(ipaddress.IPv4Address(words[1]))
+                    except ValueError:
+                        pass
+        proc.stdout.close()
+        if ip is None:
+            self.proc_stop(proc, STANDIN_VM_STOP_S)
+            vm.failed = "the VM did not boot, see %s" % logpath
+            standin_log("%s %s: %s" % (vm.provider, vm.id, vm.failed))
+            return
+        with self.lock:
+            if not vm.deleted:
+                vm.proc, vm.ipv4, vm.ready = proc, ip, True
+                proc = None
+        if proc is not None:  # deleted while it was booting
+            self.proc_stop(proc, STANDIN_VM_STOP_S)
+            shutil.rmtree(vm.folder, ignore_errors=True)
+            return
+        standin_log("%s %s: VM %s (pid %d) up at %s" % (vm.provider, vm.id, vm.name,
+                                                        vm.proc.pid, ip))
+
     def nginx_start(self, vm):
         """The VM's own nginx: prefix VM/nginx/, a default server answering 404, the sites
         of ROOT/etc/nginx/sites-enabled. Sets vm.nginx and vm.http_port; False (and
@@ -501,14 +575,14 @@ class StandinCloud:
         self.proc_stop(proc)
 
     @staticmethod
-    def proc_stop(proc):
+    def proc_stop(proc, timeout=5):
         if proc is None or proc.poll() is not None:
             if proc is not None:
                 proc.wait()
             return
         proc.terminate()
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -534,7 +608,7 @@ class StandinCloud:
                 return False
             vm.deleted = True
             proc, vm.proc = vm.proc, None
-        self.proc_stop(proc)
+        self.proc_stop(proc, STANDIN_VM_STOP_S if self.args.vm_command else 5)
         self.nginx_stop(vm)
         if vm.folder is not None:
             standin_kill_under(vm.folder)
@@ -577,6 +651,8 @@ class StandinCloud:
                                  "sshd_pid": vm.proc.pid if vm.proc else None,
                                  "http_port": vm.http_port,
                                  "nginx_pid": vm.nginx.pid if vm.nginx else None,
+                                 "ipv4": vm.ipv4,
+                                 "vm_pid": vm.proc.pid if vm.proc and vm.ipv4 else None,
                                  "folder": vm.folder, "tags": vm.tags, "labels": vm.labels}
                                 for vm in self.vms[p].values()],
                     "keys": [dict(k) for k in self.keys[p].values()],
@@ -639,8 +715,12 @@ def standin_do_droplet(cloud, vm):
     status = cloud.vm_phase(vm)
     v4 = []
     if status != "new":
-        v4 = [{"ip_address": "127.0.0.1", "netmask": "255.0.0.0", "gateway": "127.0.0.1",
-               "type": "public"}]
+        if vm.ipv4 is not None:
+            v4 = [{"ip_address": vm.ipv4, "netmask": "255.255.255.0",
+                   "gateway": vm.ipv4.rsplit(".", 1)[0] + ".1", "type": "public"}]
+        else:
+            v4 = [{"ip_address": "127.0.0.1", "netmask": "255.0.0.0", "gateway": "127.0.0.1",
+                   "type": "public"}]
     d = {
         "id": vm.id, "name": vm.name, "memory": mem, "vcpus": vcpus, "disk": disk,
         "disk_info": [{"type": "local", "size": {"amount": disk, "unit": "gib"}}],
@@ -667,7 +747,7 @@ def standin_do_droplet(cloud, vm):
         d["standin_ssh_port"] = vm.ssh_port
     if vm.http_port is not None:
         d["standin_http_port"] = vm.http_port
-    if vm.folder is not None:
+    if vm.folder is not None and not cloud.args.vm_command:
         d["standin_root"] = os.path.join(vm.folder, "root")
     return d
 
@@ -871,8 +951,9 @@ def standin_hz_server(cloud, vm):
     s = {
         "id": vm.id, "name": vm.name, "status": status, "created": standin_iso(vm.created),
         "public_net": {
-            "ipv4": {"id": 110630000 + vm.id, "ip": "127.0.0.1", "blocked": False,
-                     "dns_ptr": "localhost"},
+            "ipv4": {"id": 110630000 + vm.id, "ip": vm.ipv4 or "127.0.0.1", "blocked": False,
+                     "dns_ptr": "static.%s.clients.your-server.de" % vm.ipv4
+                     if vm.ipv4 else "localhost"},
             "ipv6": None, "floating_ips": [], "firewalls": []},
         "private_net": [],
         "server_type": {"id": 104, "name": vm.size, "description": vm.size.upper(),
@@ -899,7 +980,7 @@ def standin_hz_server(cloud, vm):
         s["standin_ssh_port"] = vm.ssh_port
     if vm.http_port is not None:
         s["standin_http_port"] = vm.http_port
-    if vm.folder is not None:
+    if vm.folder is not None and not cloud.args.vm_command:
         s["standin_root"] = os.path.join(vm.folder, "root")
     return s
 
@@ -1337,6 +1418,9 @@ def standin_main():
                     help="start an nginx per VM serving its sites (needs --sshd)")
     ap.add_argument("--nginx-bin", default="/usr/sbin/nginx")
     ap.add_argument("--ssh-keygen", default="ssh-keygen")
+    ap.add_argument("--vm-command",
+                    help="each VM is what this command starts (see the top of this file; "
+                         "needs --hosts-dir, excludes --sshd)")
     ap.add_argument("--do-token", default="standin-do-token")
     ap.add_argument("--hetzner-token", default="standin-hetzner-token")
     ap.add_argument("--page-max", type=int, default=0,
@@ -1346,6 +1430,8 @@ def standin_main():
         ap.error("--sshd needs --hosts-dir")
     if args.nginx and not args.sshd:
         ap.error("--nginx needs --sshd")
+    if args.vm_command and (not args.hosts_dir or args.sshd):
+        ap.error("--vm-command needs --hosts-dir and excludes --sshd")
     if args.hosts_dir:
         args.hosts_dir = os.path.abspath(args.hosts_dir)
         if re.search(r'[\s"%]', args.hosts_dir):
@@ -1376,8 +1462,9 @@ def standin_main():
             fh.write(url + "\n")
         os.rename(tmp, args.url_file)
     print(url, flush=True)
-    standin_log("listening on %s (boot %d ms%s)" % (url, args.boot_ms,
-                                                   ", sshd per VM" if args.sshd else ""))
+    standin_log("listening on %s (boot %d ms%s)" % (
+        url, args.boot_ms, ", sshd per VM" if args.sshd else
+        ", VMs by --vm-command" if args.vm_command else ""))
     try:
         httpd.serve_forever(poll_interval=0.2)
     finally:
