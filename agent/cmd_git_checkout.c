@@ -347,6 +347,11 @@ cmd_git_checkout(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_resu
 			"git_checkout: known_hosts is too long");
 		goto out;
 	}
+	if (gc->known_hosts[0] != '\0' && names_known_hosts(gc->known_hosts, why, sizeof(why))) {
+		err_set(res->error, sizeof(res->error), ERR_INVAL, "git_checkout: known_hosts: %s",
+			why);
+		goto out;
+	}
 	if (cmd_proc_user_lookup(ctx->cfg, gc->user, &g.user, why, sizeof(why)) != 0) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL, "git_checkout: %s", why);
 		goto out;

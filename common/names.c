@@ -420,3 +420,92 @@ names_label(const char *s, char *err, size_t errlen)
 		return err_set(err, errlen, ERR_INVAL, "must be 1-100 characters");
 	return 0;
 }
+
+static int
+names_key_type(const char *t, size_t n)
+{
+	static const char *const types[] = {"ssh-ed25519",
+					    "ssh-rsa",
+					    "ecdsa-sha2-nistp256",
+					    "ecdsa-sha2-nistp384",
+					    "ecdsa-sha2-nistp521",
+					    "sk-ssh-ed25519@openssh.com",
+					    "sk-ecdsa-sha2-nistp256@openssh.com",
+					    NULL};
+
+	for (size_t i = 0; types[i] != NULL; i++)
+		if (strlen(types[i]) == n && strncmp(types[i], t, n) == 0)
+			return 1;
+	return 0;
+}
+
+int
+names_known_hosts(const char *s, char *err, size_t errlen)
+{
+	size_t len, line = 0, keys = 0;
+	const char *p = s;
+
+	if (s == NULL)
+		return err_set(err, errlen, ERR_INVAL, "missing");
+	len = strlen(s);
+	if (len > NAMES_KNOWN_HOSTS_MAX)
+		return err_set(err, errlen, ERR_INVAL, "at most %d bytes", NAMES_KNOWN_HOSTS_MAX);
+	while (*p != '\0') {
+		const char *end = strchr(p, '\n'), *f[4];
+		size_t fl[4], nf = 0, i;
+
+		if (end == NULL)
+			end = p + strlen(p);
+		line++;
+		for (const char *c = p; c < end; c++)
+			if ((*c < 0x20 || *c > 0x7e) && *c != '\t')
+				return err_set(err, errlen, ERR_INVAL,
+					       "line %zu: a control or non-ASCII character", line);
+		/* fields: [@marker] hosts keytype key [comment...] */
+		for (const char *c = p; c < end && nf < 4;) {
+			while (c < end && (*c == ' ' || *c == '\t'))
+				c++;
+			if (c == end)
+				break;
+			f[nf] = c;
+			while (c < end && *c != ' ' && *c != '\t')
+				c++;
+			fl[nf] = (size_t)(c - f[nf]);
+			nf++;
+		}
+		if (nf > 0 && f[0][0] != '#') {
+			i = f[0][0] == '@' ? 1 : 0;
+			if (i == 1 &&
+			    !((fl[0] == 15 && strncmp(f[0], "@cert-authority", 15) == 0) ||
+			      (fl[0] == 8 && strncmp(f[0], "@revoked", 8) == 0)))
+				return err_set(err, errlen, ERR_INVAL,
+					       "line %zu: unknown marker %.*s", line, (int)fl[0],
+					       f[0]);
+			if (nf < i + 3)
+				return err_set(err, errlen, ERR_INVAL,
+					       "line %zu: want HOSTS KEYTYPE KEY (as ssh-keyscan "
+					       "prints)",
+					       line);
+			if (!names_key_type(f[i + 1], fl[i + 1]))
+				return err_set(err, errlen, ERR_INVAL,
+					       "line %zu: unknown key type %.*s", line,
+					       (int)fl[i + 1], f[i + 1]);
+			if (fl[i + 2] < 16)
+				return err_set(err, errlen, ERR_INVAL, "line %zu: key too short",
+					       line);
+			for (size_t k = 0; k < fl[i + 2]; k++) {
+				char c = f[i + 2][k];
+
+				if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+				      (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '='))
+					return err_set(err, errlen, ERR_INVAL,
+						       "line %zu: the key is not base64", line);
+			}
+			keys++;
+		}
+		p = *end == '\n' ? end + 1 : end;
+	}
+	if (keys == 0)
+		return err_set(err, errlen, ERR_INVAL, "no host key in it");
+	return 0;
+}

@@ -26,6 +26,11 @@ int names_tag(const char *s, char *err, size_t errlen);
 /* Repository URL: https://host/path, ssh://[user@]host[:port]/path, user@host:path (scp form),
  * or an absolute file path (/...). No spaces, no control characters, no leading '-', <= 1024. */
 int names_repo_url(const char *s, char *err, size_t errlen);
+/* known_hosts text for an SSH repository, as ssh-keyscan prints it: lines of
+ * "[@marker] HOSTS KEYTYPE BASE64 [comment]", comments and blank lines; printable ASCII,
+ * at least one key, at most NAMES_KNOWN_HOSTS_MAX bytes. */
+#define NAMES_KNOWN_HOSTS_MAX (64 * 1024)
+int names_known_hosts(const char *s, char *err, size_t errlen);
 /* Generic label for display names (keys, tokens): 1-100 printable chars, no control chars. */
 int names_label(const char *s, char *err, size_t errlen);
 

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
@@ -343,6 +344,46 @@ names_test_repo_url(void **state)
 }
 
 static void
+names_test_known_hosts(void **state)
+{
+	static const char *const good[] = {
+	    "github.com ssh-ed25519 "
+	    "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+	    "# from ssh-keyscan\n[git.example.com]:2222 ecdsa-sha2-nistp256 "
+	    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= comment words\n\n",
+	    "|1|abc=|def= ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ==\n",
+	    "@cert-authority *.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqq",
+	};
+	static const char *const bad[] = {
+	    "",
+	    "# only a comment\n",
+	    "github.com",
+	    "github.com ssh-ed25519",
+	    "github.com ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4Ed",
+	    "github.com ssh-ed25519 AAAA",
+	    "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA$(touch x)",
+	    "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqq\r\n",
+	    "@revoked-not ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqq",
+	    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n",
+	};
+	char *big;
+
+	(void)state;
+	TABLE("known_hosts", names_known_hosts, good, bad);
+	names_test_msg(names_known_hosts, "github.com ssh-dss AAAAB3NzaC1kc3MAAACBAP1",
+		       "line 1: unknown key type ssh-dss");
+	names_test_msg(names_known_hosts, "# x\ngithub.com ssh-ed25519",
+		       "line 2: want HOSTS KEYTYPE KEY (as ssh-keyscan prints)");
+	names_test_msg(names_known_hosts, "", "no host key in it");
+	big = malloc(NAMES_KNOWN_HOSTS_MAX + 2);
+	assert_non_null(big);
+	memset(big, '#', NAMES_KNOWN_HOSTS_MAX + 1);
+	big[NAMES_KNOWN_HOSTS_MAX + 1] = '\0';
+	names_test_msg(names_known_hosts, big, "at most 65536 bytes");
+	free(big);
+}
+
+static void
 names_test_label(void **state)
 {
 	static const char *const good[] = {
@@ -397,7 +438,7 @@ main(void)
 	    cmocka_unit_test(names_test_server), cmocka_unit_test(names_test_domain),
 	    cmocka_unit_test(names_test_branch), cmocka_unit_test(names_test_user),
 	    cmocka_unit_test(names_test_tag),	 cmocka_unit_test(names_test_repo_url),
-	    cmocka_unit_test(names_test_label),
+	    cmocka_unit_test(names_test_label),	 cmocka_unit_test(names_test_known_hosts),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

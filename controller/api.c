@@ -70,6 +70,7 @@ static const struct api_route api_routes[] = {
     {"POST", "/api/v1/sites/:id/deploy", api_sites_deploy, API_R_BODY_OPT},
     {"PUT", "/api/v1/sites/:id/script", api_sites_script, API_R_BODY},
     {"PUT", "/api/v1/sites/:id/env", api_sites_env, API_R_BODY},
+    {"PUT", "/api/v1/sites/:id/known_hosts", api_sites_known_hosts, API_R_BODY},
     {"GET", "/api/v1/keys", api_keys_list, 0},
     {"POST", "/api/v1/keys", api_keys_create, API_R_BODY},
     {"GET", "/api/v1/keys/drift", api_keys_drift, 0},

@@ -182,6 +182,7 @@ void api_sites_rollback(struct api_req *r);
 void api_sites_deploy(struct api_req *r);
 void api_sites_script(struct api_req *r);
 void api_sites_env(struct api_req *r);
+void api_sites_known_hosts(struct api_req *r);
 void api_deployments_cancel(struct api_req *r);
 void api_hooks_site(struct api_req *r);
 void api_hooks_deploy(struct api_req *r);

@@ -17,6 +17,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "secrets.h"
+#include "names.h"
 #include "sites.h"
 #include "sm.h"
 #include "ssh.h"
@@ -24,7 +25,7 @@
 
 #define API_SITES_COLS                                                                             \
 	"SELECT id, server_id, domain, aliases, web_dir, repo_url, branch, deploy_script,"         \
-	" zero_downtime, keep_releases, deploy_timeout_ms, deploy_key_public, state,"              \
+	" zero_downtime, keep_releases, deploy_timeout_ms, deploy_key_public, known_hosts, state," \
 	" progress, message, checklist, error, failed_step, failed_at, created_at,"                \
 	" updated_at FROM sites"
 
@@ -167,6 +168,16 @@ api_sites_check_script(const char *field, const json_t *v, char *err, size_t err
 }
 
 static int
+api_sites_check_known_hosts(const char *field, const json_t *v, char *err, size_t errlen)
+{
+	char why[256];
+
+	if (names_known_hosts(json_string_value(v), why, sizeof(why)) != 0)
+		return err_set(err, errlen, ERR_INVAL, "%s: %s", field, why);
+	return 0;
+}
+
+static int
 api_sites_check_env(const char *field, const json_t *v, char *err, size_t errlen)
 {
 	const char *key;
@@ -223,6 +234,7 @@ static const struct api_field api_sites_create_fields[] = {
     {"repo_url", API_JSON_STRING, 0, api_check_repo_url},
     {"branch", API_JSON_STRING, 0, api_check_branch},
     {"deploy_script", API_JSON_STRING, 0, api_sites_check_script},
+    {"known_hosts", API_JSON_STRING, 0, api_sites_check_known_hosts},
     {"env", API_JSON_OBJECT, 0, api_sites_check_env},
     {"zero_downtime", API_JSON_BOOL, 0, NULL},
     {"keep_releases", API_JSON_INTEGER, 0, api_sites_check_keep},
@@ -374,16 +386,16 @@ api_sites_insert(struct api_req *r, struct store *s, json_t *body)
 		"INSERT INTO sites (server_id, domain, aliases, web_dir, repo_url, branch,"
 		" deploy_script, env_sealed, zero_downtime, keep_releases, deploy_timeout_ms,"
 		" deploy_key_public, deploy_key_sealed, webhook_secret_sealed,"
-		" deploy_token_hash, path, created_at, updated_at)"
-		" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-		"isssssssddisssssii", server_id, domain, aliases,
+		" deploy_token_hash, path, known_hosts, created_at, updated_at)"
+		" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		"isssssssddissssssii", server_id, domain, aliases,
 		api_sites_str(body, "web_dir", "public"), api_sites_str(body, "repo_url", NULL),
 		api_sites_str(body, "branch", "main"),
 		api_sites_str(body, "deploy_script", sites_default_script), env_sealed,
 		json_is_true(json_object_get(body, "zero_downtime")),
 		(int)api_sites_int(body, "keep_releases", 5),
 		api_sites_int(body, "deploy_timeout_ms", 600000), pub, key_sealed, secret_sealed,
-		hash, path, now, now) != 0) {
+		hash, path, api_sites_str(body, "known_hosts", NULL), now, now) != 0) {
 		if (store_err_is_unique(s)) {
 			store_rollback(s);
 			api_reply_error(r, 409, "conflict", "domain: %s is taken by another site",
@@ -610,6 +622,36 @@ api_sites_script(struct api_req *r)
 		return;
 	}
 	events_emit(s, api_req_actor(r), "site.script_changed", "site", id, NULL);
+	api_reply_json(r, 200, json_pack("{s:o?}", "site", api_sites_one(s, id)));
+}
+
+/* PUT /sites/{id}/known_hosts {"known_hosts": text}: the host keys the site's SSH
+ * repository is checked against ("" removes them). */
+void
+api_sites_known_hosts(struct api_req *r)
+{
+	static const struct api_field fields[] = {{"known_hosts", API_JSON_STRING, 1, NULL},
+						  {NULL, 0, 0, NULL}};
+	struct store *s = api_req_store(r);
+	json_t *body = api_req_body(r), *v;
+	char err[300];
+	int64_t id;
+
+	if (api_sites_ref(r, &id) != 0 || api_json_fields(r, body, fields) != 0)
+		return;
+	v = json_object_get(body, "known_hosts");
+	if (json_string_length(v) > 0 &&
+	    api_sites_check_known_hosts("known_hosts", v, err, sizeof(err)) != 0) {
+		api_reply_error(r, 400, "invalid_field", "%s", err);
+		return;
+	}
+	if (store_exec(s, "UPDATE sites SET known_hosts = ?, updated_at = ? WHERE id = ?", "sii",
+		       json_string_length(v) > 0 ? json_string_value(v) : NULL, store_now_ms(),
+		       id) != 0) {
+		api_reply_db(r, s, "saving the known hosts");
+		return;
+	}
+	events_emit(s, api_req_actor(r), "site.known_hosts_changed", "site", id, NULL);
 	api_reply_json(r, 200, json_pack("{s:o?}", "site", api_sites_one(s, id)));
 }
 

@@ -334,6 +334,14 @@ cli_site_create(struct cli *cli, const struct cli_args *args)
 			goto out;
 		json_object_set_new(body, "deploy_script", json_string(script));
 	}
+	if ((v = cli_args_get(args, "known-hosts")) != NULL) {
+		char *kh = NULL;
+
+		if ((ret = cli_site_read_file(v, &kh)) != 0)
+			goto out;
+		json_object_set_new(body, "known_hosts", json_string(kh));
+		free(kh);
+	}
 	if ((ret = cli_api(cli, "POST", "/sites", body, &res, NULL)) != 0)
 		goto out;
 	id = cli_jint(json_object_get(res, "site"), "id");
@@ -565,6 +573,61 @@ out:
 	return ret;
 }
 
+/* stoke site known-hosts SITE [FILE|-|--clear]: shows or sets the host keys its SSH
+ * repository is checked against. */
+static int
+cli_site_known_hosts(struct cli *cli, const struct cli_args *args)
+{
+	json_t *site = NULL, *body = NULL, *res = NULL, *kh;
+	char *text = NULL;
+	struct buf path;
+	int ret, clear = cli_args_get(args, "clear") != NULL;
+
+	buf_init(&path, 4096);
+	if (args->npos < 2 && !clear) {
+		if ((ret = cli_site_get(cli, args->pos[0], &site)) != 0)
+			goto out;
+		kh = json_object_get(site, "known_hosts");
+		if (cli->json)
+			ret = cli_print_json(cli, site);
+		else if (json_is_string(kh))
+			fputs(json_string_value(kh), stdout);
+		else
+			fprintf(stderr, "site %s has no known hosts\n", cli_jstr(site, "domain"));
+		goto out;
+	}
+	if (clear && args->npos > 1) {
+		ret = cli_usage_error("give a FILE or --clear, not both");
+		goto out;
+	}
+	if (!clear && (ret = cli_site_read_file(args->pos[1], &text)) != 0)
+		goto out;
+	if ((body = json_pack("{s:s}", "known_hosts", text ? text : "")) == NULL) {
+		ret = cli_error("out of memory");
+		goto out;
+	}
+	if ((ret = cli_site_path(&path, args->pos[0], "/known_hosts")) != 0 ||
+	    (ret = cli_api(cli, "PUT", path.data, body, &res, NULL)) != 0)
+		goto out;
+	site = json_incref(json_object_get(res, "site"));
+	if (cli->json)
+		ret = cli_print_json(cli, res);
+	else if (clear)
+		printf("site %" PRId64 " %s: known hosts removed\n", cli_jint(site, "id"),
+		       cli_jstr(site, "domain"));
+	else
+		printf("site %" PRId64 " %s: known hosts saved; the next deployment checks the "
+		       "repository's host key against them\n",
+		       cli_jint(site, "id"), cli_jstr(site, "domain"));
+out:
+	json_decref(site);
+	json_decref(body);
+	json_decref(res);
+	free(text);
+	buf_fini(&path);
+	return ret;
+}
+
 /* Adds "KEY=VALUE" to env; a usage error naming where it came from otherwise. */
 static int
 cli_site_env_add(json_t *env, const char *pair, const char *where)
@@ -778,14 +841,17 @@ cli_site_rollback(struct cli *cli, const struct cli_args *args)
 }
 
 static const struct cli_cmd cli_site_cmds[] = {
-    {"create", "alias= repo= branch= web-dir= zero-downtime keep= script= wait", 2, 2,
-     "SERVER DOMAIN [--alias A]... [--repo URL --branch B] [--web-dir DIR] [--zero-downtime] "
-     "[--keep N] [--script FILE] [--wait]",
+    {"create", "alias= repo= branch= web-dir= zero-downtime keep= script= known-hosts= wait", 2, 2,
+     "SERVER DOMAIN [--alias A]... [--repo URL --branch B] [--known-hosts FILE] [--web-dir DIR] "
+     "[--zero-downtime] [--keep N] [--script FILE] [--wait]",
      "create a site; prints its deploy key, webhook and CI deploy URL", cli_site_create},
     {"list", "server=", 0, 0, "[--server S]", "list sites", cli_site_list},
     {"show", "", 1, 1, "SITE", "a site: state, repository, deploy key, webhook URL", cli_site_show},
     {"script", "", 1, 2, "SITE [FILE|-]", "print the deploy script, or set it from FILE or stdin",
      cli_site_script},
+    {"known-hosts", "clear", 1, 2, "SITE [FILE|-|--clear]",
+     "print, set or remove the host keys its SSH repository is checked against",
+     cli_site_known_hosts},
     {"env", "clear", 1, CLI_MAX_ARGS, "SITE KEY=VALUE...|-|--clear",
      "replace the environment (values never printed; '-': lines from stdin)", cli_site_env},
     {"activate", "wait", 1, 1, "SITE [--wait]", "serve the site again", cli_site_activate},

@@ -72,7 +72,7 @@ static const char sites_switch_script[] =
 struct sites_row {
 	int64_t id, server_id, zero_downtime, keep, timeout_ms, current;
 	char *domain, *path, *web_dir, *repo_url, *branch, *script, *user, *aliases;
-	char *deploy_key_sealed, *env_sealed;
+	char *deploy_key_sealed, *env_sealed, *known_hosts;
 };
 
 static void
@@ -87,6 +87,7 @@ sites_row_fini(struct sites_row *r)
 	free(r->user);
 	free(r->aliases);
 	free(r->deploy_key_sealed);
+	free(r->known_hosts);
 	free(r->env_sealed);
 	memset(r, 0, sizeof(*r));
 }
@@ -107,7 +108,7 @@ sites_load(struct store *s, int64_t id, struct sites_row *r, char *err, size_t e
 			 "SELECT s.id, s.server_id, s.zero_downtime, s.keep_releases,"
 			 " s.deploy_timeout_ms, coalesce(s.current_release, 0), s.domain, s.path,"
 			 " s.web_dir, s.repo_url, s.branch, s.deploy_script, v.deploy_user,"
-			 " s.aliases, s.deploy_key_sealed, s.env_sealed"
+			 " s.aliases, s.deploy_key_sealed, s.env_sealed, s.known_hosts"
 			 " FROM sites s JOIN servers v ON v.id = s.server_id WHERE s.id = ?",
 			 "i", id);
 	if (st == NULL || store_step(st) != STORE_ROW) {
@@ -130,6 +131,7 @@ sites_load(struct store *s, int64_t id, struct sites_row *r, char *err, size_t e
 	r->aliases = sites_dup(st, 13);
 	r->deploy_key_sealed = sites_dup(st, 14);
 	r->env_sealed = sites_dup(st, 15);
+	r->known_hosts = sites_dup(st, 16);
 	store_finalize(st);
 	return 0;
 }
@@ -460,6 +462,19 @@ sites_step_checkout(struct job_ctx *ctx, char *err, size_t errlen)
 		sites_row_fini(&r);
 		return 0; /* no repository: the script runs alone */
 	}
+	/* ssh:// or user@host:path: the agent checks the host key against the site's known
+	 * hosts only (never the deploy user's), so without them every fetch would fail. */
+	if (r.repo_url[0] != '/' && strncmp(r.repo_url, "https://", 8) != 0 &&
+	    (r.known_hosts == NULL || r.known_hosts[0] == '\0')) {
+		rc = err_set(err, errlen, ERR_INVAL,
+			     "%s is reached over SSH but the site has no known hosts to check its"
+			     " host key against: set them (stoke site known-hosts %s FILE, or PUT"
+			     " /api/v1/sites/%lld/known_hosts), e.g. from ssh-keyscan, checked"
+			     " against the host's published fingerprints",
+			     r.repo_url, r.domain, (long long)r.id);
+		sites_row_fini(&r);
+		return rc;
+	}
 	sites_release(&r, dep, dest, sizeof(dest));
 	commit = store_text(s, "SELECT commit_hash FROM deployments WHERE id = ?", "i", dep);
 	sm_progress(s, &sm_deployment, dep, 20, "checking out");
@@ -472,6 +487,8 @@ sites_step_checkout(struct job_ctx *ctx, char *err, size_t errlen)
 		json_object_set_new(p, "commit", json_string(commit));
 	if (key && strncmp(r.repo_url, "/", 1) != 0)
 		json_object_set_new(p, "deploy_key", json_string(key));
+	if (r.known_hosts && r.known_hosts[0] && strncmp(r.repo_url, "/", 1) != 0)
+		json_object_set_new(p, "known_hosts", json_string(r.known_hosts));
 	rc = sites_run(ctx, &r, "cmd:checkout", "git_checkout", p, "deployment", dep, 600000,
 		       &result, NULL, err, errlen);
 	if (rc == 0 && result && (res = json_loads(result, 0, NULL)) != NULL) {
@@ -770,7 +787,8 @@ sites_deploy(struct store *s, int64_t site_id, const struct sites_deploy_req *re
 			   "isii", site_id, req->delivery_id, now, dep);
 		/* Git hosts redeliver within days; a month of ids is plenty to refuse
 		 * replays, and the table does not grow without end. */
-		store_exec(s, "DELETE FROM webhook_deliveries WHERE site_id = ? AND received_at < ?",
+		store_exec(s,
+			   "DELETE FROM webhook_deliveries WHERE site_id = ? AND received_at < ?",
 			   "ii", site_id, now - SITES_DELIVERY_KEEP_MS);
 	}
 	snprintf(payload, sizeof(payload), "{\"deployment_id\":%lld}", (long long)dep);

@@ -181,5 +181,10 @@ static const char store_m6[] =
      * column for column: every stored line paid for two identical B-trees */
     "DROP INDEX IF EXISTS output_owner;";
 
-const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4, store_m5, store_m6};
+static const char store_m7[] =
+    /* the host keys an SSH repository is checked against (known_hosts text) */
+    "ALTER TABLE sites ADD COLUMN known_hosts TEXT;";
+
+const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4,
+					store_m5, store_m6, store_m7};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);
