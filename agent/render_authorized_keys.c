@@ -6,6 +6,7 @@
 #include "render_authorized_keys.h"
 #include "buf.h"
 #include "crypto.h"
+#include "names.h"
 #include "err.h"
 
 #include <stdint.h>
@@ -14,16 +15,6 @@
 #include <string.h>
 
 #define RENDER_AUTHORIZED_KEYS_BLOB_MAX 12288
-
-static const char *const render_authorized_keys_types[] = {
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-};
 
 /* Decodes the base64 field of a line into blob; returns its length or -1. */
 static long
@@ -69,13 +60,7 @@ render_authorized_keys_split(const char *line, const char **type, size_t *typele
 			       "key line must be \"type base64 [comment]\"");
 	*type = line;
 	*typelen = (size_t)(sp - line);
-	for (i = 0;
-	     i < sizeof(render_authorized_keys_types) / sizeof(render_authorized_keys_types[0]);
-	     i++)
-		if (strlen(render_authorized_keys_types[i]) == *typelen &&
-		    memcmp(render_authorized_keys_types[i], line, *typelen) == 0)
-			break;
-	if (i == sizeof(render_authorized_keys_types) / sizeof(render_authorized_keys_types[0]))
+	if (!names_ssh_key_type(line, *typelen))
 		return err_set(err, errlen, ERR_INVAL,
 			       "key line must start with a known key type (ssh-ed25519, ssh-rsa, "
 			       "ecdsa-sha2-*, sk-*); options are not allowed");

@@ -20,24 +20,8 @@ printf 'agent_park = 25s\nlog_level = warn\n' >"$T_TMP/stoked.conf"
 t_start_stoked "$STOKE_BUILD/controller/stoked" "$T_TMP/data" -c "$T_TMP/stoked.conf"
 TOKEN=$("$STOKE_BUILD/controller/stoked" token create --data-dir "$T_TMP/data" --name bench)
 api() { curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
-mkdir -p "$T_TMP/www"
-cat >"$T_TMP/extra.conf" <<EOC
-allow_root yes
-default_user root
-log_level warn
-write_roots $T_TMP/www:$NGX
-nginx_prefix $NGX/
-nginx_conf conf/nginx.conf
-nginx_pid $NGX/nginx.pid
-nginx_sites_available $NGX/sites-available
-nginx_sites_enabled $NGX/sites-enabled
-nginx_listen_port $PORT
-EOC
-"$STOKE_BUILD/controller/stoked" agent enroll b-1 --data-dir "$T_TMP/data" --out "$T_TMP/agent" --conf-extra "$T_TMP/extra.conf" >/dev/null
-"$STOKE_BUILD/agent/stoke-agent" -c "$T_TMP/agent/agent.conf" >>"$T_TMP/agent.log" 2>&1 &
-T_PIDS+=("$!")
-t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/servers/b-1 | grep -q '\"online\"'" || fail "agent offline"
-api -X PATCH "$T_URL/api/v1/servers/b-1" -d "{\"sites_root\":\"$T_TMP/www\",\"deploy_user\":\"root\"}" >/dev/null
+t_site_agent "$STOKE_BUILD/controller/stoked" "$STOKE_BUILD/agent/stoke-agent" "$T_TMP/data" "$TOKEN" \
+	b-1 "$NGX" "$PORT" "$T_TMP/www" "log_level warn"
 git init -q --bare -b main "$T_TMP/origin.git"
 git init -q -b main "$T_TMP/work"
 git -C "$T_TMP/work" -c user.name=B -c user.email=b@example.com commit -q --allow-empty -m init

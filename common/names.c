@@ -421,8 +421,8 @@ names_label(const char *s, char *err, size_t errlen)
 	return 0;
 }
 
-static int
-names_key_type(const char *t, size_t n)
+int
+names_ssh_key_type(const char *t, size_t n)
 {
 	static const char *const types[] = {"ssh-ed25519",
 					    "ssh-rsa",
@@ -486,7 +486,7 @@ names_known_hosts(const char *s, char *err, size_t errlen)
 					       "line %zu: want HOSTS KEYTYPE KEY (as ssh-keyscan "
 					       "prints)",
 					       line);
-			if (!names_key_type(f[i + 1], fl[i + 1]))
+			if (!names_ssh_key_type(f[i + 1], fl[i + 1]))
 				return err_set(err, errlen, ERR_INVAL,
 					       "line %zu: unknown key type %.*s", line,
 					       (int)fl[i + 1], f[i + 1]);

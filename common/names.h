@@ -26,6 +26,9 @@ int names_tag(const char *s, char *err, size_t errlen);
 /* Repository URL: https://host/path, ssh://[user@]host[:port]/path, user@host:path (scp form),
  * or an absolute file path (/...). No spaces, no control characters, no leading '-', <= 1024. */
 int names_repo_url(const char *s, char *err, size_t errlen);
+/* 1 when the n bytes at t name a public key type Stoke accepts (ssh-ed25519, ssh-rsa,
+ * ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@...). */
+int names_ssh_key_type(const char *t, size_t n);
 /* known_hosts text for an SSH repository, as ssh-keyscan prints it: lines of
  * "[@marker] HOSTS KEYTYPE BASE64 [comment]", comments and blank lines; printable ASCII,
  * at least one key, at most NAMES_KNOWN_HOSTS_MAX bytes. */

@@ -112,3 +112,37 @@ EON
 	T_PIDS+=("$T_NGINX_PID")
 	t_wait 10 curl -s -o /dev/null "http://127.0.0.1:$port/" || fail "nginx did not start on $port"
 }
+
+# t_site_agent STOKED AGENT DATA TOKEN NAME NGX PORT WWW [EXTRA_LINE...]: enrolls server
+# NAME and starts its agent acting as root, pointed at the nginx of t_start_nginx NGX PORT
+# and allowed to write under WWW (extra agent.conf lines may follow); waits until it is
+# online, then makes WWW the server's sites root with root as its deploy user. The agent's
+# bundle is in $T_TMP/agent, its log $T_TMP/agent.log.
+t_site_agent() {
+	local stoked=$1 agent=$2 data=$3 token=$4 name=$5 ngx=$6 port=$7 www=$8
+	shift 8
+	mkdir -p "$www"
+	{
+		cat <<EOC
+allow_root yes
+default_user root
+write_roots $www:$ngx
+nginx_prefix $ngx/
+nginx_conf conf/nginx.conf
+nginx_pid $ngx/nginx.pid
+nginx_sites_available $ngx/sites-available
+nginx_sites_enabled $ngx/sites-enabled
+nginx_listen_port $port
+EOC
+		[ $# -eq 0 ] || printf '%s\n' "$@"
+	} >"$T_TMP/extra.conf"
+	"$stoked" agent enroll "$name" --data-dir "$data" --out "$T_TMP/agent" \
+		--conf-extra "$T_TMP/extra.conf" >/dev/null || fail "agent enroll $name"
+	"$agent" -c "$T_TMP/agent/agent.conf" >>"$T_TMP/agent.log" 2>&1 &
+	T_PIDS+=("$!")
+	t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $token' $T_URL/api/v1/servers/$name | grep -q '\"status\": *\"online\"'" ||
+		fail "agent did not come online"
+	curl -sS -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+		-X PATCH "$T_URL/api/v1/servers/$name" \
+		-d "{\"sites_root\":\"$www\",\"deploy_user\":\"root\"}" || fail "server $name: sites root"
+}

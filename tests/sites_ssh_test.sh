@@ -24,24 +24,7 @@ TOKEN=$("$STOKED" token create --data-dir "$DATA" --name test)
 export STOKE_URL=$T_URL STOKE_TOKEN=$TOKEN
 api() { curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
 
-mkdir -p "$T_TMP/www"
-cat >"$T_TMP/extra.conf" <<EOC
-allow_root yes
-default_user root
-write_roots $T_TMP/www:$NGX
-nginx_prefix $NGX/
-nginx_conf conf/nginx.conf
-nginx_pid $NGX/nginx.pid
-nginx_sites_available $NGX/sites-available
-nginx_sites_enabled $NGX/sites-enabled
-nginx_listen_port $PORT
-EOC
-"$STOKED" agent enroll web-1 --data-dir "$DATA" --out "$T_TMP/agent" --conf-extra "$T_TMP/extra.conf" >/dev/null
-"$AGENT" -c "$T_TMP/agent/agent.conf" >>"$T_TMP/agent.log" 2>&1 &
-T_PIDS+=("$!")
-t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/servers/web-1 | grep -q '\"status\": *\"online\"'" ||
-	fail "agent did not come online"
-api -X PATCH "$T_URL/api/v1/servers/web-1" -d "{\"sites_root\":\"$T_TMP/www\",\"deploy_user\":\"root\"}" >/dev/null
+t_site_agent "$STOKED" "$AGENT" "$DATA" "$TOKEN" web-1 "$NGX" "$PORT" "$T_TMP/www"
 
 # The git host: an sshd on 127.0.0.1 whose authorized keys we control, serving origin.git.
 ORIGIN=$T_TMP/origin.git
