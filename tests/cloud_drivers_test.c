@@ -902,6 +902,7 @@ ct_default_image(const struct ct_prov *p)
 	ct_req(p, &req, "web-img", "intent-img-1");
 	req.image = NULL;
 	ret = d->create(&ctx, &req, &vm, err, sizeof(err));
+	cloud_ctx_fini(&ctx);
 	CT_CHECK(ret == 0, "%s create without an image: %s", p->driver, err);
 	o.base_url = ct.url;
 	o.token = p->token;
