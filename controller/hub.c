@@ -47,6 +47,7 @@ struct hub_ctx {
 	uint32_t pipe;
 	int64_t server_id; /* parked for this server, or 0 */
 	int64_t parked_at;
+	int carried; /* its poll carried results not committed yet */
 	struct hub_ctx *qnext;
 };
 
@@ -88,6 +89,8 @@ struct hub {
 	int64_t txn_lines, txn_start;
 	struct hub_pending *pend;
 	size_t npend, cappend;
+	struct hub_ctx **carried; /* polls of this round that carried results */
+	size_t ncarried, capcarried;
 };
 
 static struct hub *hub_current;
@@ -488,7 +491,7 @@ hub_round_end(struct hub *h)
 
 		if (ok)
 			hub_reply(p->c, p->buf, p->n);
-		else if (p->parked_for) {
+		else if (p->parked_for && !p->c->carried) {
 			p->c->server_id = p->parked_for; /* still parked; dispatched later */
 			h->redispatch = 1;
 		} else
@@ -496,6 +499,16 @@ hub_round_end(struct hub *h)
 		free(p->buf);
 	}
 	h->npend = 0;
+	/* A poll that carried results is answered only if they were stored: any answer tells
+	 * its agent they were. Not stored: no answer at all, and the agent sends them again. */
+	for (i = 0; i < h->ncarried; i++) {
+		struct hub_ctx *c = h->carried[i];
+
+		if (!ok && c->state == HUB_HELD && c->carried)
+			hub_drop(c);
+		c->carried = 0;
+	}
+	h->ncarried = 0;
 	if (ok)
 		events_notify();
 }
@@ -651,6 +664,21 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 			   " 'running' ELSE state END, started_at = coalesce(started_at, ?)"
 			   " WHERE id = ? AND server_id = ?",
 			   "iii", now, (int64_t)p->ack_command_ids[i], id);
+	if (p->n_results > 0) {
+		if (h->ncarried == h->capcarried) {
+			size_t cap = h->capcarried ? h->capcarried * 2 : 64;
+			struct hub_ctx **nc = realloc(h->carried, cap * sizeof(*nc));
+
+			if (nc == NULL) {
+				hub_drop(c); /* the agent sends them again */
+				return;
+			}
+			h->carried = nc;
+			h->capcarried = cap;
+		}
+		h->carried[h->ncarried++] = c;
+		c->carried = 1;
+	}
 	for (i = 0; i < p->n_results; i++)
 		hub_store_result(h, p->results[i], id);
 	/* Anything sent but not acknowledged by now was lost on the way: send it again. */
@@ -1071,6 +1099,7 @@ hub_stop(struct hub *h)
 	}
 	nng_tls_config_free(h->tls);
 	free(h->pend);
+	free(h->carried);
 	pthread_mutex_destroy(&h->mtx);
 	pthread_cond_destroy(&h->cond);
 	free(h);
