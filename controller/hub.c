@@ -494,7 +494,12 @@ hub_round_end(struct hub *h)
 		else if (p->parked_for && !p->c->carried) {
 			p->c->server_id = p->parked_for; /* still parked; dispatched later */
 			h->redispatch = 1;
-		} else
+		} else if (!p->parked_for)
+			/* output or a result: not an ack; the agent sends it again after a short
+			 * back-off instead of waiting out its reply timeout */
+			hub_reply_refused(p->c,
+					  "the controller could not store this; send it again");
+		else
 			hub_drop(p->c);
 		free(p->buf);
 	}
