@@ -146,3 +146,25 @@ EOC
 		-X PATCH "$T_URL/api/v1/servers/$name" \
 		-d "{\"sites_root\":\"$www\",\"deploy_user\":\"root\"}" || fail "server $name: sites root"
 }
+
+# t_git_site_repo: a bare origin ($T_TMP/origin.git, branch main) and a working copy
+# ($T_TMP/work) to push from, with a first commit "v1"; sets ORIGIN and WORK. Then
+# t_publish TEXT commits public/index.html = TEXT, pushes it and prints the commit.
+t_git_site_repo() {
+	ORIGIN=$T_TMP/origin.git
+	WORK=$T_TMP/work
+	git init -q --bare -b main "$ORIGIN"
+	git init -q -b main "$WORK"
+	git -C "$WORK" config user.name "Ada Lovelace"
+	git -C "$WORK" config user.email ada@example.com
+	t_publish v1 >/dev/null
+}
+
+t_publish() {
+	mkdir -p "$WORK/public"
+	echo "$1" >"$WORK/public/index.html"
+	git -C "$WORK" add -A
+	git -C "$WORK" commit -q -m "$1"
+	git -C "$WORK" push -q "$ORIGIN" main 2>/dev/null
+	git -C "$WORK" rev-parse HEAD
+}

@@ -27,21 +27,7 @@ api() { curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application
 t_site_agent "$STOKED" "$AGENT" "$DATA" "$TOKEN" web-1 "$NGX" "$PORT" "$T_TMP/www"
 
 # The git host: an sshd on 127.0.0.1 whose authorized keys we control, serving origin.git.
-ORIGIN=$T_TMP/origin.git
-git init -q --bare -b main "$ORIGIN"
-WORK=$T_TMP/work
-git init -q -b main "$WORK"
-git -C "$WORK" config user.name "Ada Lovelace"
-git -C "$WORK" config user.email ada@example.com
-publish() { # TEXT: commit public/index.html = TEXT and push; prints the commit
-	mkdir -p "$WORK/public"
-	echo "$1" >"$WORK/public/index.html"
-	git -C "$WORK" add -A
-	git -C "$WORK" commit -q -m "$1"
-	git -C "$WORK" push -q "$ORIGIN" main 2>/dev/null
-	git -C "$WORK" rev-parse HEAD
-}
-publish v1 >/dev/null
+t_git_site_repo
 mkdir -p /run/sshd
 ssh-keygen -q -t ed25519 -N '' -f "$T_TMP/hostkey"
 ssh-keygen -q -t ed25519 -N '' -f "$T_TMP/otherkey"
@@ -106,7 +92,7 @@ dep "$D" | jq -r '.error // ""' | grep -q "Host key verification failed" ||
 ok "the wrong host key: refused by ssh, nothing deployed"
 
 # The right one: the pushed commit deploys and is served.
-C=$(publish v2)
+C=$(t_publish v2)
 "$STOKE" site known-hosts ssh.test "$T_TMP/known_hosts" >/dev/null || fail "known-hosts set"
 D=$(api -X POST "$T_URL/api/v1/sites/$SITE/deploy" -d '{}' | jq -r .deployment_id)
 t_wait 60 dep_final "$D" || fail "deployment $D did not end"

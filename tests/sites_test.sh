@@ -24,21 +24,7 @@ api() { curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application
 t_site_agent "$STOKED" "$AGENT" "$DATA" "$TOKEN" web-1 "$NGX" "$PORT" "$T_TMP/www"
 
 # The origin repository and a working copy to push from.
-ORIGIN=$T_TMP/origin.git
-git init -q --bare -b main "$ORIGIN"
-WORK=$T_TMP/work
-git init -q -b main "$WORK"
-git -C "$WORK" config user.name "Ada Lovelace"
-git -C "$WORK" config user.email ada@example.com
-publish() { # TEXT: commit public/index.html = TEXT and push; prints the commit
-	mkdir -p "$WORK/public"
-	echo "$1" >"$WORK/public/index.html"
-	git -C "$WORK" add -A
-	git -C "$WORK" commit -q -m "$1"
-	git -C "$WORK" push -q "$ORIGIN" main 2>/dev/null
-	git -C "$WORK" rev-parse HEAD
-}
-publish v1 >/dev/null
+t_git_site_repo
 
 SCRIPT='set -e
 echo "building $STOKE_COMMIT for $STOKE_DOMAIN"
@@ -91,7 +77,7 @@ wait_new_deploy() { # COUNT_BEFORE -> id of the newest, finished
 
 # GitHub (with a delivery id from long ago on record: it is pruned when a new one comes)
 t_sql "$DATA/stoke.db" "INSERT INTO webhook_deliveries (site_id, delivery_id, received_at) VALUES ($SITE, 'ancient', $(( ($(date +%s) - 40 * 86400) * 1000 )))" >/dev/null
-C=$(publish v2)
+C=$(t_publish v2)
 n=$(ndeploys)
 B=$(jq -c --arg c "$C" '.ref="refs/heads/main" | .after=$c | .deleted=false | .created=false | .head_commit.id=$c | .head_commit.message="v2" | .head_commit.author.name="Ada Lovelace" | .head_commit.author.email="ada@example.com" | .commits=[.head_commit]' "$FX/github/push_new_branch.payload.json")
 r=$(deliver "$HOOK" "$B" -H 'X-GitHub-Event: push' -H 'X-GitHub-Delivery: gh-1' -H "X-Hub-Signature-256: sha256=$(hmac "$SECRET" "$B")")
@@ -129,7 +115,7 @@ sleep 1
 ok "replayed delivery, bad signature, unknown site, other branch and ping deploy nothing"
 
 # GitLab
-C=$(publish v3)
+C=$(t_publish v3)
 n=$(ndeploys)
 B=$(jq -c --arg c "$C" '.ref="refs/heads/main" | .after=$c | .checkout_sha=$c | .commits=[{id:$c, message:"v3", author:{name:"Ada", email:"ada@example.com"}}]' "$FX/gitlab/push.payload.json")
 r=$(deliver "$HOOK" "$B" -H 'X-Gitlab-Event: Push Hook' -H 'Idempotency-Key: gl-1' -H "X-Gitlab-Token: $SECRET")
@@ -141,7 +127,7 @@ r=$(deliver "$HOOK" "$B" -H 'X-Gitlab-Event: Push Hook' -H 'Idempotency-Key: gl-
 ok "GitLab push deploys; a wrong token is refused"
 
 # Gitea
-C=$(publish v4)
+C=$(t_publish v4)
 n=$(ndeploys)
 B=$(jq -c --arg c "$C" '.ref="refs/heads/main" | .after=$c | .commits=[{id:$c, message:"v4", author:{name:"Ada", email:"ada@example.com"}}] | .head_commit=.commits[0]' "$FX/gitea/push.payload.json")
 r=$(deliver "$HOOK" "$B" -H 'X-Gitea-Event: push' -H 'X-Gitea-Delivery: gt-1' -H "X-Gitea-Signature: $(hmac "$SECRET" "$B")")
@@ -151,7 +137,7 @@ D=$(wait_new_deploy "$n")
 ok "Gitea push deploys"
 
 # Bitbucket
-C=$(publish v5)
+C=$(t_publish v5)
 n=$(ndeploys)
 B=$(jq -c --arg c "$C" '.push.changes[0].new.name="main" | .push.changes[0].new.type="branch" | .push.changes[0].new.target.hash=$c | .push.changes[0].new.target.message="v5" | .push.changes[0].closed=false' "$FX/bitbucket/repo_push.payload.json")
 r=$(deliver "$HOOK" "$B" -H 'X-Event-Key: repo:push' -H 'X-Request-UUID: bb-1' -H 'X-Hook-UUID: hook-1' -H "X-Hub-Signature: sha256=$(hmac "$SECRET" "$B")")
@@ -162,7 +148,7 @@ ok "Bitbucket push deploys"
 
 # A failing deploy keeps its output; the previous release keeps serving.
 api -X PUT "$T_URL/api/v1/sites/$SITE/script" -d '{"script":"echo about to fail\nexit 7\n"}' >/dev/null
-publish v6 >/dev/null
+t_publish v6 >/dev/null
 out=$(api -X POST "$T_URL/api/v1/sites/$SITE/deploy" -d '{}')
 D=$(echo "$out" | jq -r .deployment_id)
 t_wait 60 dep_done "$D" || fail "failing deployment did not finish"
@@ -174,7 +160,7 @@ ok "failing deploy: failed with its output kept, previous release still served"
 
 # Two deployments in quick succession run in order, never at once.
 api -X PUT "$T_URL/api/v1/sites/$SITE/script" -d '{"script":"echo start $STOKE_DEPLOYMENT_ID\nsleep 1\necho end $STOKE_DEPLOYMENT_ID\n"}' >/dev/null
-publish v7 >/dev/null
+t_publish v7 >/dev/null
 A=$(api -X POST "$T_URL/api/v1/sites/$SITE/deploy" -d '{}' | jq -r .deployment_id)
 Bd=$(api -X POST "$T_URL/api/v1/sites/$SITE/deploy" -d '{}' | jq -r .deployment_id)
 t_wait 60 dep_done "$Bd" || fail "second deployment did not finish"
