@@ -174,7 +174,17 @@ pkill -9 -f "TCP-LISTEN:$PPORT" || true
 sleep 1
 socat TCP-LISTEN:$PPORT,bind=127.0.0.1,reuseaddr,fork TCP:127.0.0.1:$HPORT &
 T_PIDS+=("$!")
-t_wait 60 finished "$ID" || fail "command $ID did not finish after the connection was cut"
+# Generous: under heavy parallel load (ctest -j2 beside e2e_vm_test) recovery once took over
+# a minute (not diagnosed yet, see the note of 2026-11-22); what is tested here is that no
+# line is lost or doubled and nothing runs twice. On failure, say where it stood.
+if ! t_wait 150 finished "$ID"; then
+	echo "--- command $ID: $(field "$ID" '{state, acked, exit_code, error}' | tr -d '\n')" >&2
+	echo "--- hub lines of the controller's log:" >&2
+	grep -E "hub:|cannot store" "$T_LOG" | tail -n 20 >&2 || true
+	echo "--- web-2's log:" >&2
+	tail -n 30 "$T_TMP/web-2.log" >&2 || true
+	fail "command $ID did not finish after the connection was cut"
+fi
 n=$(t_sql "$DB" "SELECT count(*), count(DISTINCT text) FROM output_lines WHERE owner_id=$ID AND stream='stdout'")
 [ "$n" = "2000|2000" ] || fail "after the connection was cut: $n lines (want 2000|2000)"
 [ "$(wc -l <"$T_TMP/ran2")" = 1 ] || fail "the command ran $(wc -l <"$T_TMP/ran2") times"
