@@ -55,10 +55,11 @@ struct channel {
 	uint64_t *acks;
 	size_t nacks, capacks;
 	struct channel_running *running[CHANNEL_MAX_RUNNING];
-	atomic_int hello;	/* a new connection: say hello with facts */
-	atomic_uint features;	/* what the controller accepts (Feature mask) */
-	int gathering;		/* the next poll has not gone out: results wait for it */
-	size_t started;		/* commands started since the last poll went out */
+	atomic_int hello;	 /* a new connection: say hello with facts */
+	atomic_uint features;	 /* what the controller accepts (Feature mask) */
+	atomic_uint pipe_id;	 /* the connection now open, 0 when none */
+	int gathering;		 /* the next poll has not gone out: results wait for it */
+	size_t started;		 /* commands started since the last poll went out */
 	Stoke__Result **results; /* gathered for the next poll */
 	size_t nresults, capresults;
 	atomic_int stopping;
@@ -86,12 +87,34 @@ channel_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	struct channel *ch = arg;
 
-	(void)p;
 	if (ev == NNG_PIPE_EV_ADD_POST) {
+		atomic_store(&ch->pipe_id, nng_pipe_id(p));
 		atomic_store(&ch->hello, 1);
 		log_info("channel: connected to %s", ch->cfg->controller);
-	} else if (ev == NNG_PIPE_EV_REM_POST)
+	} else if (ev == NNG_PIPE_EV_REM_POST) {
+		unsigned id = nng_pipe_id(p);
+
+		atomic_compare_exchange_strong(&ch->pipe_id, &id, 0);
 		log_info("channel: connection to %s closed", ch->cfg->controller);
+	}
+}
+
+/*
+ * A request that got no answer in time on a connection nng still thinks open: the
+ * controller always answers (a parked poll within agent_park), so the connection is dead
+ * without nng having noticed (seen when a proxy in between was killed). Closing it makes
+ * the dialer connect again; what was not acknowledged is sent again on the new one.
+ */
+static void
+channel_recycle(struct channel *ch, const char *what)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+
+	if ((p.id = atomic_load(&ch->pipe_id)) == 0)
+		return;
+	log_warnx("channel: no answer to %s from %s: closing the connection to make a new one",
+		  what, ch->cfg->controller);
+	nng_pipe_close(p);
 }
 
 /* Sends an envelope on ctx and waits for the reply (timeout_ms). *reply is unpacked. */
@@ -177,6 +200,8 @@ channel_deliver(struct channel *ch, Stoke__Envelope *env)
 		}
 		if (rv == 0 && reply->body_case == STOKE__ENVELOPE__BODY_REFUSED)
 			log_warnx("channel: controller refused output: %s", reply->refused->reason);
+		if (rv == NNG_ETIMEDOUT)
+			channel_recycle(ch, "output");
 		if (reply)
 			stoke__envelope__free_unpacked(reply, NULL);
 		if (atomic_load(&ch->stopping) > 1) {
@@ -267,8 +292,7 @@ channel_result_free(Stoke__Result *r)
 
 /* A copy of a result to send in a poll, or NULL when out of memory. */
 static Stoke__Result *
-channel_result_new(uint64_t id, const struct cmd_result *r, uint64_t last_seq,
-		   uint64_t duration_ms)
+channel_result_new(uint64_t id, const struct cmd_result *r, uint64_t last_seq, uint64_t duration_ms)
 {
 	Stoke__Result *res = malloc(sizeof(*res));
 
@@ -655,7 +679,7 @@ channel_run(struct channel *ch)
 	struct cmd_result facts;
 	uint64_t *acks = NULL;
 	size_t ncarry = 0, i;
-	int failures = 0, rv;
+	int failures = 0, silent = 0, rv;
 
 	while (!atomic_load(&ch->stopping)) {
 		channel_gather_close(ch, &carry, &ncarry);
@@ -694,10 +718,17 @@ channel_run(struct channel *ch)
 				break;
 			if (rv != NNG_ETIMEDOUT)
 				log_debug("channel: poll: %s", nng_strerror(rv));
+			else if (++silent >= 3) {
+				/* three polls in a row unanswered: each is answered within
+				 * agent_park (25 s) while the connection lives */
+				channel_recycle(ch, "three polls");
+				silent = 0;
+			}
 			channel_sleep(ch, channel_backoff(failures++));
 			continue;
 		}
 		failures = 0;
+		silent = 0;
 		/* Answered: the controller stored the results before it replied. */
 		for (i = 0; i < ncarry; i++) {
 			dedup_done(ch->dedup, carry[i]->command_id);
