@@ -1,8 +1,8 @@
 /*
  * channel.c: the agent's channel to the controller (see channel.h). The poll loop is
  * the only reader of commands; handlers run in detached threads and share one output
- * context, guarded by a mutex, on which every chunk and result is retried until the
- * controller acknowledges it.
+ * slot of the wire (wire.c, the transport), guarded by a mutex, on which every chunk and
+ * result is retried until the controller acknowledges it.
  */
 #include "channel.h"
 
@@ -14,10 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
-#include <nng/supplemental/tls/tls.h>
-
 #include "agent_config.h"
 #include "atomicfile.h"
 #include "cmd.h"
@@ -26,6 +22,7 @@
 #include "err.h"
 #include "log.h"
 #include "timeutil.h"
+#include "wire.h"
 
 #define CHANNEL_PROTOCOL 1
 #define CHANNEL_MSG_MAX (1024 * 1024)
@@ -34,6 +31,12 @@
 /* How long the next poll waits for the commands just received to end, so that their
  * results ride in it: a quick command then costs one exchange instead of two. */
 #define CHANNEL_GATHER_MS 50
+/* Output that rides in a poll: per stream of one command, and for the whole poll. */
+#define CHANNEL_GATHER_CHUNK CHANNEL_CHUNK
+#define CHANNEL_GATHER_BYTES (256 * 1024)
+/* The wire's slots (nng's contexts): the poll, and output chunks and results. */
+#define CHANNEL_SLOT_POLL 0
+#define CHANNEL_SLOT_OUT 1
 
 struct channel_running {
 	uint64_t id;
@@ -42,11 +45,7 @@ struct channel_running {
 
 struct channel {
 	const struct agent_config *cfg;
-	nng_socket sock;
-	nng_dialer dialer;
-	nng_tls_config *tls;
-	nng_ctx poll_ctx, out_ctx;
-	nng_aio *poll_aio, *out_aio;
+	struct wire *wire;
 	pthread_mutex_t out_mtx;
 	pthread_mutex_t mtx; /* acks, running, results, started, gathering */
 	pthread_cond_t cond; /* a result was gathered */
@@ -57,11 +56,12 @@ struct channel {
 	struct channel_running *running[CHANNEL_MAX_RUNNING];
 	atomic_int hello;	 /* a new connection: say hello with facts */
 	atomic_uint features;	 /* what the controller accepts (Feature mask) */
-	atomic_uint pipe_id;	 /* the connection now open, 0 when none */
 	int gathering;		 /* the next poll has not gone out: results wait for it */
 	size_t started;		 /* commands started since the last poll went out */
 	Stoke__Result **results; /* gathered for the next poll */
 	size_t nresults, capresults;
+	Stoke__OutputChunk **outputs; /* their last output, gathered with them */
+	size_t noutputs, capoutputs, gathered_bytes;
 	atomic_int stopping;
 	atomic_int threads; /* handler threads alive */
 };
@@ -80,81 +80,61 @@ struct channel_sink {
 	uint64_t seq;
 	char *part[3];
 	size_t partlen[3];
+	int hold; /* young command: output is kept, to ride with the result if it ends soon */
 };
 
 static void
-channel_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+channel_connected_cb(void *arg, int up)
 {
 	struct channel *ch = arg;
 
-	if (ev == NNG_PIPE_EV_ADD_POST) {
-		atomic_store(&ch->pipe_id, nng_pipe_id(p));
+	if (up) {
 		atomic_store(&ch->hello, 1);
 		log_info("channel: connected to %s", ch->cfg->controller);
-	} else if (ev == NNG_PIPE_EV_REM_POST) {
-		unsigned id = nng_pipe_id(p);
-
-		atomic_compare_exchange_strong(&ch->pipe_id, &id, 0);
-		log_info("channel: connection to %s closed", ch->cfg->controller);
 	}
 }
 
 /*
- * A request that got no answer in time on a connection nng still thinks open: the
- * controller always answers (a parked poll within agent_park), so the connection is dead
- * without nng having noticed (seen when a proxy in between was killed). Closing it makes
- * the dialer connect again; what was not acknowledged is sent again on the new one.
+ * A request that got no answer in time on a connection that looks open: the controller
+ * always answers (a parked poll within agent_park), so the connection is dead without the
+ * kernel having noticed yet. Closing it makes the wire connect again; what was not
+ * acknowledged is sent again on the new one.
  */
 static void
 channel_recycle(struct channel *ch, const char *what)
 {
-	nng_pipe p = NNG_PIPE_INITIALIZER;
-
-	if ((p.id = atomic_load(&ch->pipe_id)) == 0)
-		return;
 	log_warnx("channel: no answer to %s from %s: closing the connection to make a new one",
 		  what, ch->cfg->controller);
-	nng_pipe_close(p);
+	wire_recycle(ch->wire);
 }
 
-/* Sends an envelope on ctx and waits for the reply (timeout_ms). *reply is unpacked. */
+/* Sends an envelope on slot and waits for the reply (timeout_ms). *reply is unpacked. */
 static int
-channel_call(struct channel *ch, nng_ctx ctx, nng_aio *aio, Stoke__Envelope *env, long timeout_ms,
+channel_call(struct channel *ch, int slot, Stoke__Envelope *env, long timeout_ms,
 	     Stoke__Envelope **reply)
 {
-	size_t n = stoke__envelope__get_packed_size(env);
-	nng_msg *m;
+	size_t n = stoke__envelope__get_packed_size(env), rlen;
+	uint8_t *m, *r;
 	int rv;
 
 	*reply = NULL;
-	(void)ch;
-	if ((rv = nng_msg_alloc(&m, n)) != 0)
+	if ((m = malloc(n ? n : 1)) == NULL)
+		return WIRE_ENOMEM;
+	stoke__envelope__pack(env, m);
+	rv = wire_call(ch->wire, slot, m, n, timeout_ms, &r, &rlen);
+	free(m);
+	if (rv != 0)
 		return rv;
-	stoke__envelope__pack(env, nng_msg_body(m));
-	nng_aio_set_msg(aio, m);
-	nng_aio_set_timeout(aio, 10000);
-	nng_ctx_send(ctx, aio);
-	nng_aio_wait(aio);
-	if ((rv = nng_aio_result(aio)) != 0) {
-		nng_msg_free(nng_aio_get_msg(aio));
-		return rv;
-	}
-	nng_aio_set_timeout(aio, (nng_duration)timeout_ms);
-	nng_ctx_recv(ctx, aio);
-	nng_aio_wait(aio);
-	if ((rv = nng_aio_result(aio)) != 0)
-		return rv;
-	m = nng_aio_get_msg(aio);
-	*reply = stoke__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
-	nng_msg_free(m);
+	*reply = stoke__envelope__unpack(NULL, rlen, r);
+	free(r);
 	if (*reply == NULL)
-		return NNG_EPROTO;
+		return WIRE_EINVAL;
 	if ((*reply)->protocol_version != CHANNEL_PROTOCOL) {
 		log_warnx("channel: controller speaks protocol %u, this agent %d",
 			  (*reply)->protocol_version, CHANNEL_PROTOCOL);
 		stoke__envelope__free_unpacked(*reply, NULL);
 		*reply = NULL;
-		return NNG_EPROTO;
+		return WIRE_EINVAL;
 	}
 	return 0;
 }
@@ -193,14 +173,14 @@ channel_deliver(struct channel *ch, Stoke__Envelope *env)
 
 	pthread_mutex_lock(&ch->out_mtx);
 	for (;;) {
-		rv = channel_call(ch, ch->out_ctx, ch->out_aio, env, 30000, &reply);
+		rv = channel_call(ch, CHANNEL_SLOT_OUT, env, 30000, &reply);
 		if (rv == 0 && reply->body_case == STOKE__ENVELOPE__BODY_ACK) {
 			stoke__envelope__free_unpacked(reply, NULL);
 			break;
 		}
 		if (rv == 0 && reply->body_case == STOKE__ENVELOPE__BODY_REFUSED)
 			log_warnx("channel: controller refused output: %s", reply->refused->reason);
-		if (rv == NNG_ETIMEDOUT)
+		if (rv == WIRE_ETIMEDOUT)
 			channel_recycle(ch, "output");
 		if (reply)
 			stoke__envelope__free_unpacked(reply, NULL);
@@ -275,7 +255,25 @@ channel_output_cb(void *arg, enum cmd_stream stream, const char *data, size_t le
 	k->part[s] = np;
 	memcpy(np + k->partlen[s], data, len);
 	k->partlen[s] += len;
-	channel_sink_flush(k, s, 0);
+	if (k->hold && k->partlen[s] <= CHANNEL_GATHER_CHUNK)
+		return;
+	k->hold = 0;
+	for (s = 0; s < 3; s++)
+		channel_sink_flush(k, s, 0);
+}
+
+/* The command is no longer young: what was held goes out now, and what comes later at once. */
+static void
+channel_tick_cb(void *arg)
+{
+	struct channel_sink *k = arg;
+	int s;
+
+	if (!k->hold)
+		return;
+	k->hold = 0;
+	for (s = 0; s < 3; s++)
+		channel_sink_flush(k, s, 0);
 }
 
 static void
@@ -313,36 +311,100 @@ channel_result_new(uint64_t id, const struct cmd_result *r, uint64_t last_seq, u
 	return res;
 }
 
-/* Hands a result to the poll about to go out; 0 when there is none to take it. */
+static void
+channel_chunk_free(Stoke__OutputChunk *o)
+{
+	if (o == NULL)
+		return;
+	free(o->data.data);
+	free(o);
+}
+
+/* Grows a gathered array (results or output) to hold one more; 0 on success. */
+static int
+channel_gather_room(void **arr, size_t n, size_t *cap, size_t want)
+{
+	void **na;
+	size_t c;
+
+	if (n + want <= *cap)
+		return 0;
+	c = *cap ? *cap : 8;
+	while (c < n + want)
+		c *= 2;
+	if (c > 4096 || (na = realloc(*arr, c * sizeof(void *))) == NULL)
+		return -1;
+	*arr = na;
+	*cap = c;
+	return 0;
+}
+
+/*
+ * Hands a result, and the output the sink k still holds (when k is not NULL), to the poll
+ * about to go out; 0 when there is none to take them (nothing is taken then: the caller
+ * sends the output and the result on the output slot).
+ */
 static int
 channel_gather(struct channel *ch, uint64_t id, const struct cmd_result *r, uint64_t last_seq,
-	       uint64_t duration_ms)
+	       uint64_t duration_ms, struct channel_sink *k)
 {
-	Stoke__Result *res;
-	int taken = 0;
+	Stoke__OutputChunk *o[3] = {NULL, NULL, NULL};
+	unsigned features = atomic_load(&ch->features);
+	Stoke__Result *res = NULL;
+	size_t bytes = 0, no = 0, i;
+	int s, taken = 0;
 
-	if (!(atomic_load(&ch->features) & STOKE__FEATURE__FEATURE_POLL_RESULTS) ||
-	    r->facts != NULL || atomic_load(&ch->stopping))
+	if (!(features & STOKE__FEATURE__FEATURE_POLL_RESULTS) || r->facts != NULL ||
+	    atomic_load(&ch->stopping))
 		return 0;
-	pthread_mutex_lock(&ch->mtx);
-	if (ch->gathering && (ch->nresults < ch->capresults || ch->capresults < 1024)) {
-		if (ch->nresults == ch->capresults) {
-			size_t cap = ch->capresults ? ch->capresults * 2 : 8;
-			Stoke__Result **nr = realloc(ch->results, cap * sizeof(*nr));
-
-			if (nr != NULL) {
-				ch->results = nr;
-				ch->capresults = cap;
-			}
-		}
-		if (ch->nresults < ch->capresults &&
-		    (res = channel_result_new(id, r, last_seq, duration_ms)) != NULL) {
-			ch->results[ch->nresults++] = res;
-			pthread_cond_signal(&ch->cond);
-			taken = 1;
-		}
+	for (s = 0; k != NULL && s < 3; s++) {
+		if (k->partlen[s] == 0)
+			continue;
+		if (!(features & STOKE__FEATURE__FEATURE_POLL_OUTPUT) ||
+		    k->partlen[s] > CHANNEL_GATHER_CHUNK)
+			return 0;
+		bytes += k->partlen[s];
 	}
+	pthread_mutex_lock(&ch->mtx);
+	if (!ch->gathering || ch->gathered_bytes + bytes > CHANNEL_GATHER_BYTES ||
+	    channel_gather_room((void **)&ch->results, ch->nresults, &ch->capresults, 1) != 0 ||
+	    channel_gather_room((void **)&ch->outputs, ch->noutputs, &ch->capoutputs, 3) != 0)
+		goto out;
+	for (s = 0; k != NULL && s < 3; s++) {
+		if (k->partlen[s] == 0)
+			continue;
+		if ((o[no] = calloc(1, sizeof(*o[no]))) == NULL)
+			goto out;
+		stoke__output_chunk__init(o[no]);
+		o[no]->command_id = id;
+		o[no]->stream = s == 1	 ? STOKE__STREAM_KIND__STREAM_STDERR
+				: s == 2 ? STOKE__STREAM_KIND__STREAM_SYSTEM
+					 : STOKE__STREAM_KIND__STREAM_STDOUT;
+		o[no]->data.data = (uint8_t *)k->part[s]; /* taken below, once all is well */
+		o[no]->data.len = k->partlen[s];
+		no++;
+	}
+	if ((res = channel_result_new(id, r, last_seq + no, duration_ms)) == NULL)
+		goto out;
+	for (i = 0, s = 0; k != NULL && s < 3; s++) {
+		if (k->partlen[s] == 0)
+			continue;
+		o[i]->seq = ++k->seq;
+		ch->outputs[ch->noutputs++] = o[i++];
+		k->part[s] = NULL;
+		k->partlen[s] = 0;
+	}
+	ch->gathered_bytes += bytes;
+	ch->results[ch->nresults++] = res;
+	pthread_cond_signal(&ch->cond);
+	taken = 1;
+out:
 	pthread_mutex_unlock(&ch->mtx);
+	if (!taken) {
+		for (i = 0; i < no; i++)
+			free(o[i]); /* their data is still the sink's */
+		channel_result_free(res);
+	}
 	return taken;
 }
 
@@ -353,7 +415,7 @@ channel_result(struct channel *ch, uint64_t id, const struct cmd_result *r, uint
 	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
 	Stoke__Result res = STOKE__RESULT__INIT;
 
-	if (channel_gather(ch, id, r, last_seq, duration_ms))
+	if (channel_gather(ch, id, r, last_seq, duration_ms, NULL))
 		return; /* dedup_done once the poll carrying it is answered */
 
 	env.protocol_version = CHANNEL_PROTOCOL;
@@ -391,14 +453,20 @@ channel_job_main(void *arg)
 	struct channel_job *j = arg;
 	struct channel *ch = j->ch;
 	const struct cmd_kind *k = cmd_lookup(j->cmd->kind_case);
-	struct channel_sink sink = {.ch = ch, .id = j->cmd->id};
+	int64_t t0 = time_mono_ms();
+	struct channel_sink sink = {
+	    .ch = ch,
+	    .id = j->cmd->id,
+	    .hold = (atomic_load(&ch->features) & STOKE__FEATURE__FEATURE_POLL_OUTPUT) != 0};
 	struct cmd_ctx ctx = {.cfg = ch->cfg,
 			      .command_id = j->cmd->id,
 			      .output = channel_output_cb,
 			      .output_arg = &sink,
-			      .cancel = &j->run->cancel};
+			      .cancel = &j->run->cancel,
+			      .tick = channel_tick_cb,
+			      .tick_at = t0 + CHANNEL_GATHER_MS};
 	struct cmd_result r;
-	int64_t t0 = time_mono_ms();
+	uint64_t duration;
 	int s;
 
 	cmd_result_init(&r);
@@ -410,11 +478,16 @@ channel_job_main(void *arg)
 		log_info("command %llu [%s]: started", (unsigned long long)j->cmd->id, k->name);
 		k->run(&ctx, j->cmd, &r);
 	}
-	for (s = 0; s < 3; s++)
-		channel_sink_flush(&sink, s, 1);
 	log_info("command %llu [%s]: exit %d%s%s", (unsigned long long)j->cmd->id,
 		 k ? k->name : "?", r.exit_code, r.error[0] ? ": " : "", r.error);
-	channel_result(ch, j->cmd->id, &r, sink.seq, (uint64_t)(time_mono_ms() - t0));
+	duration = (uint64_t)(time_mono_ms() - t0);
+	/* A quick command's output and result ride in the next poll; else the output goes
+	 * first, then the result (which may still ride in a poll). */
+	if (!channel_gather(ch, j->cmd->id, &r, sink.seq, duration, &sink)) {
+		for (s = 0; s < 3; s++)
+			channel_sink_flush(&sink, s, 1);
+		channel_result(ch, j->cmd->id, &r, sink.seq, duration);
+	} /* else dedup_done once the poll carrying it is answered */
 	cmd_result_fini(&r);
 	for (s = 0; s < 3; s++)
 		free(sink.part[s]);
@@ -576,35 +649,18 @@ channel_start(const struct agent_config *cfg, struct channel **out, char *err, s
 	ch->secret[strcspn(ch->secret, "\r\n")] = '\0';
 	if ((rv = dedup_open(cfg->state_dir, &ch->dedup, err, errlen)) != 0)
 		goto fail;
-	if ((rv = nng_tls_config_alloc(&ch->tls, NNG_TLS_MODE_CLIENT)) != 0 ||
-	    (rv = nng_tls_config_ca_chain(ch->tls, ca, NULL)) != 0 ||
-	    (rv = nng_tls_config_own_cert(ch->tls, crt, key, NULL)) != 0 ||
-	    (rv = nng_tls_config_server_name(ch->tls, cfg->server_name)) != 0 ||
-	    (rv = nng_tls_config_auth_mode(ch->tls, NNG_TLS_AUTH_MODE_REQUIRED)) != 0) {
-		err_set(err, errlen, ERR_CRYPTO, "TLS configuration: %s", nng_strerror(rv));
-		rv = ERR_CRYPTO;
-		goto fail;
-	}
-	if ((rv = nng_req0_open(&ch->sock)) != 0 ||
-	    (rv = nng_socket_set_ms(ch->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE)) !=
-		0 ||
-	    (rv = nng_socket_set_size(ch->sock, NNG_OPT_RECVMAXSZ, CHANNEL_MSG_MAX + 4096)) != 0 ||
-	    (rv = nng_pipe_notify(ch->sock, NNG_PIPE_EV_ADD_POST, channel_pipe_cb, ch)) != 0 ||
-	    (rv = nng_pipe_notify(ch->sock, NNG_PIPE_EV_REM_POST, channel_pipe_cb, ch)) != 0 ||
-	    (rv = nng_ctx_open(&ch->poll_ctx, ch->sock)) != 0 ||
-	    (rv = nng_ctx_open(&ch->out_ctx, ch->sock)) != 0 ||
-	    (rv = nng_aio_alloc(&ch->poll_aio, NULL, NULL)) != 0 ||
-	    (rv = nng_aio_alloc(&ch->out_aio, NULL, NULL)) != 0 ||
-	    (rv = nng_dialer_create(&ch->dialer, ch->sock, cfg->controller)) != 0 ||
-	    (rv = nng_dialer_set_ptr(ch->dialer, NNG_OPT_TLS_CONFIG, ch->tls)) != 0 ||
-	    (rv = nng_dialer_set_bool(ch->dialer, NNG_OPT_TCP_NODELAY, true)) != 0 ||
-	    (rv = nng_dialer_set_bool(ch->dialer, NNG_OPT_TCP_KEEPALIVE, true)) != 0 ||
-	    (rv = nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMINT, 100)) != 0 ||
-	    (rv = nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMAXT, 15000)) != 0 ||
-	    (rv = nng_dialer_start(ch->dialer, NNG_FLAG_NONBLOCK)) != 0) {
-		err_set(err, errlen, ERR_IO, "%s: %s", cfg->controller, nng_strerror(rv));
-		rv = ERR_IO;
-		goto fail;
+	{
+		struct wire_config wc = {.url = cfg->controller,
+					 .server_name = cfg->server_name,
+					 .ca_pem = ca,
+					 .cert_pem = crt,
+					 .key_pem = key,
+					 .recv_max = CHANNEL_MSG_MAX + 4096,
+					 .connected_cb = channel_connected_cb,
+					 .arg = ch};
+
+		if ((rv = wire_new(&wc, &ch->wire, err, errlen)) != 0)
+			goto fail;
 	}
 	free(ca);
 	free(crt);
@@ -636,12 +692,33 @@ fail:
 	return rv ? rv : ERR_IO;
 }
 
-/* Waits (up to CHANNEL_GATHER_MS) for the commands started since the last poll to end,
- * then closes the gathering and moves its results to *carry. */
+/* What the next poll carries: results, and output of their commands. */
+struct channel_carry {
+	Stoke__Result **results;
+	size_t nresults;
+	Stoke__OutputChunk **output;
+	size_t noutput;
+};
+
 static void
-channel_gather_close(struct channel *ch, Stoke__Result ***carry, size_t *ncarry)
+channel_carry_clear(struct channel_carry *cy)
+{
+	size_t i;
+
+	for (i = 0; i < cy->nresults; i++)
+		channel_result_free(cy->results[i]);
+	for (i = 0; i < cy->noutput; i++)
+		channel_chunk_free(cy->output[i]);
+	cy->nresults = cy->noutput = 0;
+}
+
+/* Waits (up to CHANNEL_GATHER_MS) for the commands started since the last poll to end,
+ * then closes the gathering and moves what it gathered to cy. */
+static void
+channel_gather_close(struct channel *ch, struct channel_carry *cy)
 {
 	int64_t end = time_mono_ms() + CHANNEL_GATHER_MS;
+	Stoke__OutputChunk **no;
 	Stoke__Result **nc;
 	size_t i;
 
@@ -661,11 +738,21 @@ channel_gather_close(struct channel *ch, Stoke__Result ***carry, size_t *ncarry)
 	ch->gathering = 0;
 	ch->started = 0;
 	if (ch->nresults > 0 &&
-	    (nc = realloc(*carry, (*ncarry + ch->nresults) * sizeof(*nc))) != NULL) {
+	    (nc = realloc(cy->results, (cy->nresults + ch->nresults) * sizeof(*nc))) != NULL) {
 		for (i = 0; i < ch->nresults; i++)
-			nc[(*ncarry)++] = ch->results[i];
-		*carry = nc;
+			nc[cy->nresults++] = ch->results[i];
+		cy->results = nc;
 		ch->nresults = 0;
+	}
+	/* Output only with the results of its commands: if they could not be moved, it
+	 * waits with them for the next poll. */
+	if (ch->noutputs > 0 && ch->nresults == 0 &&
+	    (no = realloc(cy->output, (cy->noutput + ch->noutputs) * sizeof(*no))) != NULL) {
+		for (i = 0; i < ch->noutputs; i++)
+			no[cy->noutput++] = ch->outputs[i];
+		cy->output = no;
+		ch->noutputs = 0;
+		ch->gathered_bytes = 0;
 	}
 	pthread_mutex_unlock(&ch->mtx);
 }
@@ -675,22 +762,24 @@ channel_run(struct channel *ch)
 {
 	Stoke__Envelope env = STOKE__ENVELOPE__INIT, *reply;
 	Stoke__Poll poll = STOKE__POLL__INIT;
-	Stoke__Result **carry = NULL;
+	struct channel_carry cy = {NULL, 0, NULL, 0};
 	struct cmd_result facts;
 	uint64_t *acks = NULL;
-	size_t ncarry = 0, i;
+	size_t i;
 	int failures = 0, silent = 0, rv;
 
 	while (!atomic_load(&ch->stopping)) {
-		channel_gather_close(ch, &carry, &ncarry);
+		channel_gather_close(ch, &cy);
 		env.protocol_version = CHANNEL_PROTOCOL;
 		env.body_case = STOKE__ENVELOPE__BODY_POLL;
 		env.poll = &poll;
 		poll.agent_id = ch->cfg->agent_id;
 		poll.secret = ch->secret;
 		poll.version = STOKE_VERSION;
-		poll.results = carry;
-		poll.n_results = ncarry;
+		poll.results = cy.results;
+		poll.n_results = cy.nresults;
+		poll.output = cy.output;
+		poll.n_output = cy.noutput;
 		pthread_mutex_lock(&ch->mtx);
 		free(acks);
 		acks = ch->acks;
@@ -706,7 +795,7 @@ channel_run(struct channel *ch)
 			cmd_facts(NULL, NULL, &facts);
 			poll.facts = facts.facts;
 		}
-		rv = channel_call(ch, ch->poll_ctx, ch->poll_aio, &env, 40000, &reply);
+		rv = channel_call(ch, CHANNEL_SLOT_POLL, &env, 40000, &reply);
 		cmd_result_fini(&facts);
 		if (rv != 0) {
 			/* Not delivered: keep the acks, results and hello for the next poll. */
@@ -716,8 +805,8 @@ channel_run(struct channel *ch)
 				atomic_store(&ch->hello, 1);
 			if (atomic_load(&ch->stopping))
 				break;
-			if (rv != NNG_ETIMEDOUT)
-				log_debug("channel: poll: %s", nng_strerror(rv));
+			if (rv != WIRE_ETIMEDOUT)
+				log_debug("channel: poll: %s", wire_strerror(rv));
 			else if (++silent >= 3) {
 				/* three polls in a row unanswered: each is answered within
 				 * agent_park (25 s) while the connection lives */
@@ -730,11 +819,9 @@ channel_run(struct channel *ch)
 		failures = 0;
 		silent = 0;
 		/* Answered: the controller stored the results before it replied. */
-		for (i = 0; i < ncarry; i++) {
-			dedup_done(ch->dedup, carry[i]->command_id);
-			channel_result_free(carry[i]);
-		}
-		ncarry = 0;
+		for (i = 0; i < cy.nresults; i++)
+			dedup_done(ch->dedup, cy.results[i]->command_id);
+		channel_carry_clear(&cy);
 		atomic_store(&ch->features, reply->features);
 		pthread_mutex_lock(&ch->mtx);
 		ch->gathering = 1;
@@ -761,21 +848,21 @@ channel_run(struct channel *ch)
 	pthread_mutex_lock(&ch->mtx);
 	ch->gathering = 0;
 	pthread_mutex_unlock(&ch->mtx);
-	channel_gather_close(ch, &carry, &ncarry);
-	for (i = 0; i < ncarry; i++) {
+	channel_gather_close(ch, &cy);
+	for (i = 0; i < cy.nresults; i++)
 		log_warnx("command %llu: result not delivered before stopping",
-			  (unsigned long long)carry[i]->command_id);
-		channel_result_free(carry[i]);
-	}
-	free(carry);
+			  (unsigned long long)cy.results[i]->command_id);
+	channel_carry_clear(&cy);
+	free(cy.results);
+	free(cy.output);
 }
 
 void
 channel_stop(struct channel *ch)
 {
 	atomic_store(&ch->stopping, 1);
-	if (ch->poll_aio)
-		nng_aio_cancel(ch->poll_aio);
+	if (ch->wire)
+		wire_close_slot(ch->wire, CHANNEL_SLOT_POLL);
 }
 
 void
@@ -789,15 +876,17 @@ channel_free(struct channel *ch)
 	while (atomic_load(&ch->threads) > 0 && time_mono_ms() < end)
 		time_sleep_ms(20);
 	atomic_store(&ch->stopping, 2);
-	nng_close(ch->sock);
+	if (ch->wire)
+		wire_close_slot(ch->wire, CHANNEL_SLOT_OUT);
 	while (atomic_load(&ch->threads) > 0 && time_mono_ms() < end + 2000)
 		time_sleep_ms(20);
-	if (ch->poll_aio)
-		nng_aio_free(ch->poll_aio);
-	if (ch->out_aio)
-		nng_aio_free(ch->out_aio);
-	if (ch->tls)
-		nng_tls_config_free(ch->tls);
+	if (atomic_load(&ch->threads) > 0) {
+		/* a handler still runs and may still touch the channel: the process is
+		 * about to exit, so leave it allocated */
+		log_warnx("channel: %d command(s) still running at exit", atomic_load(&ch->threads));
+		return;
+	}
+	wire_free(ch->wire);
 	dedup_close(ch->dedup);
 	if (ch->secret)
 		explicit_bzero(ch->secret, strlen(ch->secret));
@@ -806,6 +895,9 @@ channel_free(struct channel *ch)
 	for (size_t i = 0; i < ch->nresults; i++)
 		channel_result_free(ch->results[i]);
 	free(ch->results);
+	for (size_t i = 0; i < ch->noutputs; i++)
+		channel_chunk_free(ch->outputs[i]);
+	free(ch->outputs);
 	pthread_cond_destroy(&ch->cond);
 	free(ch);
 }

@@ -1,8 +1,8 @@
 /*
  * channel.h: the agent's end of the channel: dials the controller over tls+tcp with
- * mutual TLS (always verifying the controller's DNS name), keeps one poll outstanding,
- * runs each command it receives once (journal in dedup.c) in its own thread, and sends
- * output chunks and results on a second context, each until acknowledged.
+ * mutual TLS (always verifying the controller's DNS name; transport in wire.c), keeps one
+ * poll outstanding, runs each command it receives once (journal in dedup.c) in its own
+ * thread, and sends output chunks and results on a second slot, each until acknowledged.
  */
 #ifndef STOKE_AGENT_CHANNEL_H
 #define STOKE_AGENT_CHANNEL_H

@@ -26,6 +26,11 @@ struct cmd_ctx {
 	void (*output)(void *arg, enum cmd_stream stream, const char *data, size_t len);
 	void *output_arg;
 	atomic_int *cancel; /* becomes non-zero when the controller cancels the command */
+	/* Optional: called (with output_arg, on the command's thread) once tick_at
+	 * (time_mono_ms) has passed while a process runs: the channel holds the first
+	 * moments of output so that a quick command's output rides with its result. */
+	void (*tick)(void *arg);
+	int64_t tick_at;
 };
 
 struct cmd_result {

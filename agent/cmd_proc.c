@@ -373,7 +373,7 @@ nomem:
  * every thread of the agent). The agent's other threads keep running meanwhile; the calling
  * thread sleeps until the child execs or exits, so the child may use that thread's errno.
  */
-#define CMD_PROC_STACK (64 * 1024) /* the child's stack, under a guard page */
+#define CMD_PROC_STACK (64 * 1024) /* the child's stack (in the spawning frame) */
 
 /* 32-bit x86 and arm have 16-bit ids in the plain calls; the *32 ones take full ids. */
 #ifdef SYS_setresuid32
@@ -506,37 +506,26 @@ cmd_proc_child_run(void *arg)
 }
 
 /*
- * Starts the child on a stack of its own and returns once it has called execve or exited
- * (CLONE_VFORK): its pid, or -1 with errno set. Signals are blocked around clone so no
- * handler of the agent runs in the child before it resets them.
+ * Starts the child and returns once it has called execve or exited (CLONE_VFORK): its pid,
+ * or -1 with errno set. The child runs on a stack that is an array in this frame: this
+ * thread is suspended until then, and a fresh mapping per command (mmap, munmap and the
+ * TLB shoot-down on every CPU) cost more than the child itself. The child stays far below
+ * CMD_PROC_STACK (raw system calls only). Signals are blocked around clone so no handler of
+ * the agent runs in the child before it resets them.
  */
 static pid_t
 cmd_proc_spawn(struct cmd_proc_child *c)
 {
-	size_t guard = (size_t)sysconf(_SC_PAGESIZE), len = guard + CMD_PROC_STACK;
+	_Alignas(64) char stack[CMD_PROC_STACK];
 	sigset_t all, old;
-	char *stack;
 	pid_t pid;
 	int e;
 
-	stack =
-	    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-	if (stack == MAP_FAILED)
-		return -1;
-	/* The stack grows down towards the guard page. */
-	if (mprotect(stack, guard, PROT_NONE) == -1) {
-		e = errno;
-		munmap(stack, len);
-		errno = e;
-		return -1;
-	}
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid = clone(cmd_proc_child_run, stack + len, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+	pid = clone(cmd_proc_child_run, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | SIGCHLD, c);
 	e = errno; /* meaningful only when clone failed (the child may have changed it) */
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	/* The child has exec'd or exited: its stack is no longer in use. */
-	munmap(stack, len);
 	errno = e;
 	return pid;
 }
@@ -750,7 +739,7 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 	struct cmd_proc_user u;
 	struct cmd_proc_report rep;
 	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, repp[2] = {-1, -1};
-	int pidfd = -1, rc, status = 0, reaped = 0, killing = 0;
+	int pidfd = -1, rc, status = 0, reaped = 0, killing = 0, ticked = 0;
 	int64_t start, deadline, kill_at = 0, exited_at = 0, last_data;
 	long timeout_ms;
 	char **envp = NULL, **paths = NULL;
@@ -945,6 +934,14 @@ cmd_proc_run(struct cmd_ctx *ctx, const struct cmd_proc_spec *spec, struct cmd_r
 			wait_ms = CMD_PROC_FLUSH_MS / 2;
 		if (!reaped && pidfd == -1 && out->fd == -1 && errs->fd == -1 && wait_ms > 5)
 			wait_ms = 5; /* no pidfd: look for the exit often */
+		if (ctx->tick != NULL && !ticked) {
+			if (now >= ctx->tick_at) {
+				ctx->tick(ctx->output_arg);
+				ticked = 1;
+			} else if (ctx->tick_at - now < wait_ms) {
+				wait_ms = ctx->tick_at - now;
+			}
+		}
 		if (wait_ms < 0)
 			wait_ms = 0;
 		if (out->fd != -1)

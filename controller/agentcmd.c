@@ -459,7 +459,7 @@ agentcmd_pack(uint64_t id, const char *kind, const char *payload_json, uint8_t *
 		return err_set(err, errlen, ERR_INVAL, "command %llu: bad payload",
 			       (unsigned long long)id);
 	env.protocol_version = AGENTCMD_PROTOCOL;
-	env.features = STOKE__FEATURE__FEATURE_POLL_RESULTS;
+	env.features = STOKE__FEATURE__FEATURE_POLL_RESULTS | STOKE__FEATURE__FEATURE_POLL_OUTPUT;
 	env.body_case = STOKE__ENVELOPE__BODY_COMMAND;
 	env.command = &cmd;
 	cmd.id = id;

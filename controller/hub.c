@@ -535,6 +535,48 @@ hub_exec_ok(struct hub *h, int rc)
 	return rc;
 }
 
+/* Stores one output chunk (idempotent: lines are keyed by command and sequence number); a
+ * chunk for a command that is not this agent's is ignored. */
+static void
+hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
+{
+	int64_t now = store_now_ms();
+	const char *stream = o->stream == STOKE__STREAM_KIND__STREAM_STDERR   ? "stderr"
+			     : o->stream == STOKE__STREAM_KIND__STREAM_SYSTEM ? "system"
+									      : "stdout";
+	const char *p = (const char *)o->data.data, *end = p + o->data.len, *nl;
+	struct store_stmt *ins;
+	int64_t line = 0;
+
+	if (store_int(h->s, 0, "SELECT count(*) FROM commands WHERE id = ? AND server_id = ?",
+		      "ii", (int64_t)o->command_id, server_id) == 0)
+		return;
+	/* one statement, bound again for each line */
+	ins = store_query(h->s,
+			  "INSERT OR IGNORE INTO output_lines (owner_kind, owner_id, seq,"
+			  " stream, time, text) VALUES ('command', ?, ?, ?, ?, ?)",
+			  "");
+	if (ins == NULL)
+		h->txn_failed = 1;
+	while (ins != NULL && p < end && line < 65536) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (store_rebind(ins, "iisit", (int64_t)o->command_id,
+				 ((int64_t)o->seq << 16) | line, stream, now, p,
+				 (size_t)(nl ? nl - p : end - p)) != 0 ||
+		    store_step(ins) != STORE_DONE)
+			h->txn_failed = 1;
+		line++;
+		p = nl ? nl + 1 : end;
+	}
+	store_finalize(ins);
+	h->txn_lines += line;
+	hub_exec_ok(h, store_exec(h->s,
+				  "UPDATE commands SET state = 'running', started_at ="
+				  " coalesce(started_at, ?) WHERE id = ? AND state IN ('sent',"
+				  " 'queued')",
+				  "ii", now, (int64_t)o->command_id));
+}
+
 /* Stores a command's result (idempotent: a result already stored changes nothing). */
 static void
 hub_store_result(struct hub *h, const Stoke__Result *r, int64_t server_id)
@@ -669,7 +711,7 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 			   " 'running' ELSE state END, started_at = coalesce(started_at, ?)"
 			   " WHERE id = ? AND server_id = ?",
 			   "iii", now, (int64_t)p->ack_command_ids[i], id);
-	if (p->n_results > 0) {
+	if (p->n_results > 0 || p->n_output > 0) {
 		if (h->ncarried == h->capcarried) {
 			size_t cap = h->capcarried ? h->capcarried * 2 : 64;
 			struct hub_ctx **nc = realloc(h->carried, cap * sizeof(*nc));
@@ -684,6 +726,8 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 		h->carried[h->ncarried++] = c;
 		c->carried = 1;
 	}
+	for (i = 0; i < p->n_output; i++)
+		hub_store_output(h, p->output[i], id);
 	for (i = 0; i < p->n_results; i++)
 		hub_store_result(h, p->results[i], id);
 	/* Anything sent but not acknowledged by now was lost on the way: send it again. */
@@ -715,57 +759,19 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 static void
 hub_ingest(struct hub *h, struct hub_ctx *c, Stoke__Envelope *e, int64_t server_id)
 {
-	int64_t now = store_now_ms();
 	Stoke__Envelope env = STOKE__ENVELOPE__INIT;
 	Stoke__Ack ack = STOKE__ACK__INIT;
 	uint8_t *buf;
 	size_t n;
 
 	if (e->body_case == STOKE__ENVELOPE__BODY_OUTPUT) {
-		const Stoke__OutputChunk *o = e->output;
-		const char *stream = o->stream == STOKE__STREAM_KIND__STREAM_STDERR   ? "stderr"
-				     : o->stream == STOKE__STREAM_KIND__STREAM_SYSTEM ? "system"
-										      : "stdout";
-		const char *p = (const char *)o->data.data, *end = p + o->data.len, *nl;
-		struct store_stmt *ins;
-		int64_t line = 0;
-
-		ack.command_id = o->command_id;
-		ack.seq = o->seq;
-		if (store_int(h->s, 0,
-			      "SELECT count(*) FROM commands WHERE id = ? AND server_id = ?", "ii",
-			      (int64_t)o->command_id, server_id) == 0)
-			goto reply; /* not this agent's: acknowledged, not stored */
-		/* one statement, bound again for each line */
-		ins = store_query(h->s,
-				  "INSERT OR IGNORE INTO output_lines (owner_kind, owner_id, seq,"
-				  " stream, time, text) VALUES ('command', ?, ?, ?, ?, ?)",
-				  "");
-		if (ins == NULL)
-			h->txn_failed = 1;
-		while (ins != NULL && p < end && line < 65536) {
-			nl = memchr(p, '\n', (size_t)(end - p));
-			if (store_rebind(ins, "iisit", (int64_t)o->command_id,
-					 ((int64_t)o->seq << 16) | line, stream, now, p,
-					 (size_t)(nl ? nl - p : end - p)) != 0 ||
-			    store_step(ins) != STORE_DONE)
-				h->txn_failed = 1;
-			line++;
-			p = nl ? nl + 1 : end;
-		}
-		store_finalize(ins);
-		h->txn_lines += line;
-		hub_exec_ok(h,
-			    store_exec(h->s,
-				       "UPDATE commands SET state = 'running', started_at ="
-				       " coalesce(started_at, ?) WHERE id = ? AND state IN ('sent',"
-				       " 'queued')",
-				       "ii", now, (int64_t)o->command_id));
+		ack.command_id = e->output->command_id;
+		ack.seq = e->output->seq;
+		hub_store_output(h, e->output, server_id);
 	} else {
 		ack.command_id = e->result->command_id;
 		hub_store_result(h, e->result, server_id);
 	}
-reply:
 	env.protocol_version = HUB_PROTOCOL;
 	env.body_case = STOKE__ENVELOPE__BODY_ACK;
 	env.ack = &ack;
