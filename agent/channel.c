@@ -34,6 +34,7 @@
 /* Output that rides in a poll: per stream of one command, and for the whole poll. */
 #define CHANNEL_GATHER_CHUNK CHANNEL_CHUNK
 #define CHANNEL_GATHER_BYTES (256 * 1024)
+#define CHANNEL_IDLE_MS 10000 /* how long a handler thread waits for another command */
 /* The wire's slots (nng's contexts): the poll, and output chunks and results. */
 #define CHANNEL_SLOT_POLL 0
 #define CHANNEL_SLOT_OUT 1
@@ -63,10 +64,17 @@ struct channel {
 	Stoke__OutputChunk **outputs; /* their last output, gathered with them */
 	size_t noutputs, capoutputs, gathered_bytes;
 	atomic_int stopping;
-	atomic_int threads; /* handler threads alive */
+	atomic_int threads; /* commands being handled */
+	/* Handler threads are kept a while after their command (CHANNEL_IDLE_MS) and take
+	 * the next one: a new thread per command cost its creation and a fresh stack. */
+	pthread_mutex_t pool_mtx;
+	pthread_cond_t pool_cond;
+	struct channel_job *pool_head, *pool_tail; /* handed over, not yet taken */
+	int pool_idle, pool_queued, pool_threads, pool_stop;
 };
 
 struct channel_job {
+	struct channel_job *next; /* in the pool's queue */
 	struct channel *ch;
 	Stoke__Command *cmd; /* owned (unpacked) */
 	Stoke__Envelope *env;
@@ -447,10 +455,9 @@ channel_running_del(struct channel *ch, struct channel_running *run)
 	pthread_mutex_unlock(&ch->mtx);
 }
 
-static void *
-channel_job_main(void *arg)
+static void
+channel_job_run(struct channel_job *j)
 {
-	struct channel_job *j = arg;
 	struct channel *ch = j->ch;
 	const struct cmd_kind *k = cmd_lookup(j->cmd->kind_case);
 	int64_t t0 = time_mono_ms();
@@ -496,7 +503,76 @@ channel_job_main(void *arg)
 	stoke__envelope__free_unpacked(j->env, NULL);
 	free(j);
 	atomic_fetch_sub(&ch->threads, 1);
-	return NULL;
+}
+
+/* A handler thread: runs its first job, then the jobs handed over while it is idle, and
+ * ends after CHANNEL_IDLE_MS without one (or when the channel stops). */
+static void *
+channel_worker_main(void *arg)
+{
+	struct channel_job *j = arg;
+	struct channel *ch = j->ch;
+	struct timespec ts;
+
+	for (;;) {
+		channel_job_run(j);
+		pthread_mutex_lock(&ch->pool_mtx);
+		ch->pool_idle++;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += CHANNEL_IDLE_MS / 1000;
+		while ((j = ch->pool_head) == NULL && !ch->pool_stop)
+			if (pthread_cond_timedwait(&ch->pool_cond, &ch->pool_mtx, &ts) == ETIMEDOUT)
+				break;
+		if ((j = ch->pool_head) != NULL) {
+			if ((ch->pool_head = j->next) == NULL)
+				ch->pool_tail = NULL;
+			ch->pool_queued--;
+		}
+		ch->pool_idle--;
+		if (j == NULL) {
+			ch->pool_threads--;
+			pthread_cond_broadcast(&ch->pool_cond); /* channel_free waits for this */
+			pthread_mutex_unlock(&ch->pool_mtx);
+			return NULL;
+		}
+		pthread_mutex_unlock(&ch->pool_mtx);
+	}
+}
+
+/* Hands j to an idle handler thread, or starts a new one; 0 on success. */
+static int
+channel_dispatch(struct channel *ch, struct channel_job *j)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	int rv;
+
+	pthread_mutex_lock(&ch->pool_mtx);
+	if (ch->pool_idle > ch->pool_queued) {
+		j->next = NULL;
+		if (ch->pool_tail)
+			ch->pool_tail->next = j;
+		else
+			ch->pool_head = j;
+		ch->pool_tail = j;
+		ch->pool_queued++;
+		pthread_cond_signal(&ch->pool_cond);
+		pthread_mutex_unlock(&ch->pool_mtx);
+		return 0;
+	}
+	ch->pool_threads++;
+	pthread_mutex_unlock(&ch->pool_mtx);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	rv = pthread_create(&t, &attr, channel_worker_main, j);
+	pthread_attr_destroy(&attr);
+	if (rv != 0) {
+		pthread_mutex_lock(&ch->pool_mtx);
+		ch->pool_threads--;
+		pthread_mutex_unlock(&ch->pool_mtx);
+	}
+	return rv;
 }
 
 static void
@@ -523,8 +599,6 @@ channel_command(struct channel *ch, Stoke__Envelope *env)
 {
 	Stoke__Command *cmd = env->command;
 	struct channel_job *j;
-	pthread_attr_t attr;
-	pthread_t t;
 	size_t i;
 	int fresh;
 
@@ -584,10 +658,7 @@ channel_command(struct channel *ch, Stoke__Envelope *env)
 	ch->started++;
 	pthread_mutex_unlock(&ch->mtx);
 	atomic_fetch_add(&ch->threads, 1);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	if (pthread_create(&t, &attr, channel_job_main, j) != 0) {
+	if (channel_dispatch(ch, j) != 0) {
 		log_warn("command %llu: cannot start a thread", (unsigned long long)cmd->id);
 		atomic_fetch_sub(&ch->threads, 1);
 		pthread_mutex_lock(&ch->mtx);
@@ -598,7 +669,6 @@ channel_command(struct channel *ch, Stoke__Envelope *env)
 		free(j);
 		stoke__envelope__free_unpacked(env, NULL);
 	}
-	pthread_attr_destroy(&attr);
 }
 
 static char *
@@ -634,6 +704,8 @@ channel_start(const struct agent_config *cfg, struct channel **out, char *err, s
 	pthread_mutex_init(&ch->out_mtx, NULL);
 	pthread_mutex_init(&ch->mtx, NULL);
 	pthread_cond_init(&ch->cond, NULL);
+	pthread_mutex_init(&ch->pool_mtx, NULL);
+	pthread_cond_init(&ch->pool_cond, NULL);
 	if (cfg->agent_id == NULL || cfg->agent_id[0] == '\0' || cfg->controller == NULL ||
 	    cfg->controller[0] == '\0') {
 		rv = err_set(err, errlen, ERR_INVAL, "controller and agent_id must be set");
@@ -886,6 +958,23 @@ channel_free(struct channel *ch)
 		log_warnx("channel: %d command(s) still running at exit", atomic_load(&ch->threads));
 		return;
 	}
+	/* Idle handler threads end now; they touch the channel until they do. */
+	pthread_mutex_lock(&ch->pool_mtx);
+	ch->pool_stop = 1;
+	pthread_cond_broadcast(&ch->pool_cond);
+	while (ch->pool_threads > 0) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (pthread_cond_timedwait(&ch->pool_cond, &ch->pool_mtx, &ts) == ETIMEDOUT)
+			break;
+	}
+	if (ch->pool_threads > 0) {
+		pthread_mutex_unlock(&ch->pool_mtx);
+		return; /* about to exit: leave it allocated */
+	}
+	pthread_mutex_unlock(&ch->pool_mtx);
 	wire_free(ch->wire);
 	dedup_close(ch->dedup);
 	if (ch->secret)
@@ -899,5 +988,7 @@ channel_free(struct channel *ch)
 		channel_chunk_free(ch->outputs[i]);
 	free(ch->outputs);
 	pthread_cond_destroy(&ch->cond);
+	pthread_cond_destroy(&ch->pool_cond);
+	pthread_mutex_destroy(&ch->pool_mtx);
 	free(ch);
 }

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -395,6 +396,27 @@ nomem:
  * kernel signal set, no signal. Static so the child needs no memset. */
 static const unsigned long cmd_proc_zero[16];
 
+/* The signals whose disposition is not the default (handled or ignored), looked up once:
+ * the child resets only these (execve resets handlers but keeps ignored signals ignored),
+ * not every signal (64 system calls per command). The agent sets its dispositions at
+ * start-up, before any command. */
+static int cmd_proc_reset_sig[NSIG];
+static int cmd_proc_nreset;
+static pthread_once_t cmd_proc_reset_once = PTHREAD_ONCE_INIT;
+
+static void
+cmd_proc_reset_init(void)
+{
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+
+		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) == -1)
+			continue;
+		if (sa.sa_handler != SIG_DFL || (sa.sa_flags & SA_SIGINFO))
+			cmd_proc_reset_sig[cmd_proc_nreset++] = sig;
+	}
+}
+
 /* The CPUs the agent may use as it started, given back to each program it starts when
  * cmd_proc_pin_self pinned the agent's own threads to one of them. */
 static cpu_set_t cmd_proc_cpus;
@@ -450,9 +472,9 @@ cmd_proc_child_run(void *arg)
 	/* Signals are all blocked (the parent blocked them around clone). Reset every handler
 	 * before unblocking, so no agent handler ever runs on this stack. */
 	syscall(SYS_setpgid, 0, 0);
-	for (int sig = 1; sig < NSIG; sig++)
-		if (sig != SIGKILL && sig != SIGSTOP)
-			syscall(SYS_rt_sigaction, sig, cmd_proc_zero, NULL, CMD_PROC_KSIGSET);
+	for (int i = 0; i < cmd_proc_nreset; i++)
+		syscall(SYS_rt_sigaction, cmd_proc_reset_sig[i], cmd_proc_zero, NULL,
+			CMD_PROC_KSIGSET);
 	syscall(SYS_rt_sigprocmask, SIG_SETMASK, cmd_proc_zero, NULL, CMD_PROC_KSIGSET);
 	/* The program may use every CPU the agent could, not only the agent's own one. */
 	if (cmd_proc_pinned)
@@ -521,6 +543,7 @@ cmd_proc_spawn(struct cmd_proc_child *c)
 	pid_t pid;
 	int e;
 
+	pthread_once(&cmd_proc_reset_once, cmd_proc_reset_init);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid = clone(cmd_proc_child_run, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | SIGCHLD, c);
