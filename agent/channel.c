@@ -51,6 +51,7 @@ struct channel {
 	pthread_mutex_t mtx; /* acks, running, results, started, gathering */
 	pthread_cond_t cond; /* a result was gathered */
 	char *secret;
+	char session[33]; /* random per start (Poll.session) */
 	struct dedup *dedup;
 	uint64_t *acks;
 	size_t nacks, capacks;
@@ -188,7 +189,7 @@ channel_deliver(struct channel *ch, Stoke__Envelope *env)
 		}
 		if (rv == 0 && reply->body_case == STOKE__ENVELOPE__BODY_REFUSED)
 			log_warnx("channel: controller refused output: %s", reply->refused->reason);
-		if (rv == WIRE_ETIMEDOUT)
+		if (rv == WIRE_ETIMEDOUT && wire_connected(ch->wire))
 			channel_recycle(ch, "output");
 		if (reply)
 			stoke__envelope__free_unpacked(reply, NULL);
@@ -196,7 +197,10 @@ channel_deliver(struct channel *ch, Stoke__Envelope *env)
 			pthread_mutex_unlock(&ch->out_mtx);
 			return -1;
 		}
-		channel_sleep(ch, channel_backoff(failures++));
+		/* After a timeout the wait was the pause (the request stays queued while there
+		 * is no connection, and goes out as soon as there is one). */
+		if (rv != WIRE_ETIMEDOUT)
+			channel_sleep(ch, channel_backoff(failures++));
 	}
 	pthread_mutex_unlock(&ch->out_mtx);
 	return 0;
@@ -719,6 +723,13 @@ channel_start(const struct agent_config *cfg, struct channel **out, char *err, s
 		goto fail;
 	}
 	ch->secret[strcspn(ch->secret, "\r\n")] = '\0';
+	{
+		uint8_t r[16];
+
+		crypto_random(r, sizeof(r));
+		for (size_t k = 0; k < sizeof(r); k++)
+			snprintf(ch->session + 2 * k, 3, "%02x", r[k]);
+	}
 	if ((rv = dedup_open(cfg->state_dir, &ch->dedup, err, errlen)) != 0)
 		goto fail;
 	{
@@ -848,6 +859,7 @@ channel_run(struct channel *ch)
 		poll.agent_id = ch->cfg->agent_id;
 		poll.secret = ch->secret;
 		poll.version = STOKE_VERSION;
+		poll.session = ch->session;
 		poll.results = cy.results;
 		poll.n_results = cy.nresults;
 		poll.output = cy.output;
@@ -877,15 +889,17 @@ channel_run(struct channel *ch)
 				atomic_store(&ch->hello, 1);
 			if (atomic_load(&ch->stopping))
 				break;
-			if (rv != WIRE_ETIMEDOUT)
+			if (rv != WIRE_ETIMEDOUT) {
 				log_debug("channel: poll: %s", wire_strerror(rv));
-			else if (++silent >= 3) {
+				channel_sleep(ch, channel_backoff(failures++));
+			} else if (!wire_connected(ch->wire)) {
+				silent = 0; /* still connecting: the poll waits for it */
+			} else if (++silent >= 3) {
 				/* three polls in a row unanswered: each is answered within
 				 * agent_park (25 s) while the connection lives */
 				channel_recycle(ch, "three polls");
 				silent = 0;
 			}
-			channel_sleep(ch, channel_backoff(failures++));
 			continue;
 		}
 		failures = 0;

@@ -34,7 +34,10 @@
 
 #define WIRE_PROTO_REQ0 0x30 /* nng's protocol numbers: req0 is us, rep0 the peer */
 #define WIRE_PROTO_REP0 0x31
-#define WIRE_CONNECT_MS 10000 /* TCP connect, TLS handshake and SP header, together */
+/* TCP connect, TLS handshake and SP header, together. Generous: when a thousand agents
+ * dial at once (a controller restart), handshakes queue at the controller, and giving up
+ * early only makes each one start over. */
+#define WIRE_CONNECT_MS 30000
 #define WIRE_BACKOFF_MIN 100
 #define WIRE_BACKOFF_MAX 15000
 #define WIRE_RECORD 16384 /* most plaintext one TLS record carries */
@@ -73,7 +76,7 @@ struct wire {
 	struct wire_req *slot[WIRE_SLOTS];
 	int closed[WIRE_SLOTS];
 	uint32_t next_id;
-	int recycle, stopping;
+	int recycle, stopping, up;
 
 	/* the I/O thread's alone */
 	int fd;
@@ -580,12 +583,19 @@ wire_main(void *arg)
 		} else {
 			failures = 0;
 			backoff = WIRE_BACKOFF_MIN;
+			pthread_mutex_lock(&w->mtx);
+			w->up = 1;
+			w->recycle = 0; /* asked for before this connection existed */
+			pthread_mutex_unlock(&w->mtx);
 			if (w->connected_cb)
 				w->connected_cb(w->arg, 1);
 			wire_serve(w);
 			if (!wire_stopping(w))
 				log_info("channel: connection to %s closed: %s", w->url,
 					 w->why[0] ? w->why : "?");
+			pthread_mutex_lock(&w->mtx);
+			w->up = 0;
+			pthread_mutex_unlock(&w->mtx);
 			wire_disconnect(w);
 			if (w->connected_cb)
 				w->connected_cb(w->arg, 0);
@@ -781,6 +791,17 @@ wire_call(struct wire *w, int slot, const void *msg, size_t len, long timeout_ms
 		free(r.reply);
 	}
 	return r.rv;
+}
+
+int
+wire_connected(struct wire *w)
+{
+	int up;
+
+	pthread_mutex_lock(&w->mtx);
+	up = w->up;
+	pthread_mutex_unlock(&w->mtx);
+	return up;
 }
 
 void

@@ -52,6 +52,8 @@ int wire_call(struct wire *w, int slot, const void *msg, size_t len, long timeou
 /* Closes the connection now; the I/O thread makes a new one (and sends again what was
  * not answered). For a connection that stopped answering without being closed. */
 void wire_recycle(struct wire *w);
+/* Whether a connection is up now (requests wait for one while there is none). */
+int wire_connected(struct wire *w);
 /* Fails the call in progress on slot, and every later one (safe from any thread). */
 void wire_close_slot(struct wire *w, int slot);
 /* Stops the I/O thread and frees everything; no call may be in progress. NULL is a no-op. */

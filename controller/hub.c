@@ -577,6 +577,59 @@ hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
 				  "ii", now, (int64_t)o->command_id));
 }
 
+/*
+ * An agent says hello from a process (session) other than the one last heard from: it
+ * restarted. Commands the old process was sent without acknowledging them (queued again
+ * when its connection closed, or not), or was running, end as "outcome unknown": the agent
+ * does not flush its journal to disk per command, so after a machine crash it may not know
+ * it received them, and sending them again could run them twice. (A command sent again
+ * within one session is safe: that process's journal is intact.)
+ */
+static void
+hub_session(struct hub *h, int64_t server_id, const char *session)
+{
+	static const char unknown[] = "the agent restarted before this command was confirmed "
+				      "finished; its outcome is unknown";
+	struct store_stmt *st;
+	char *old = store_text(h->s, "SELECT agent_session FROM servers WHERE id = ?", "i",
+			       server_id);
+	int64_t ids[256], now = store_now_ms();
+	size_t n = 0, i;
+
+	if (old != NULL && strcmp(old, session) == 0) {
+		free(old);
+		return;
+	}
+	hub_exec_ok(h, store_exec(h->s, "UPDATE servers SET agent_session = ? WHERE id = ?", "si",
+				  session, server_id));
+	if (old == NULL)
+		return; /* first hello with a session: nothing was sent to an older one */
+	free(old);
+	do {
+		n = 0;
+		st = store_query(h->s,
+				 "SELECT id FROM commands WHERE server_id = ? AND (state IN ('sent',"
+				 " 'running') OR (state = 'queued' AND sent_at IS NOT NULL))"
+				 " LIMIT 256",
+				 "i", server_id);
+		while (st && n < 256 && store_step(st) == STORE_ROW)
+			ids[n++] = store_col_int(st, 0);
+		store_finalize(st);
+		for (i = 0; i < n; i++) {
+			hub_exec_ok(h, store_exec(h->s,
+						  "UPDATE commands SET state = 'failed', error = ?,"
+						  " exit_code = -1, finished_at = ? WHERE id = ?",
+						  "sii", unknown, now, ids[i]));
+			events_emit(h->s, "system", "command.state", "command", ids[i],
+				    "{\"state\":\"failed\",\"exit_code\":-1}");
+		}
+		if (n > 0)
+			log_warnx("hub: server %lld agent restarted: %zu command(s) in flight end "
+				  "as outcome unknown",
+				  (long long)server_id, n);
+	} while (n == 256 && !h->txn_failed);
+}
+
 /* Stores a command's result (idempotent: a result already stored changes nothing). */
 static void
 hub_store_result(struct hub *h, const Stoke__Result *r, int64_t server_id)
@@ -726,6 +779,8 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 		h->carried[h->ncarried++] = c;
 		c->carried = 1;
 	}
+	if (p->hello && p->session && p->session[0])
+		hub_session(h, id, p->session);
 	for (i = 0; i < p->n_output; i++)
 		hub_store_output(h, p->output[i], id);
 	for (i = 0; i < p->n_results; i++)

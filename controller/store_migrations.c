@@ -185,6 +185,10 @@ static const char store_m7[] =
     /* the host keys an SSH repository is checked against (known_hosts text) */
     "ALTER TABLE sites ADD COLUMN known_hosts TEXT;";
 
+static const char store_m8[] =
+    /* the agent process last heard from (Poll.session): a new one means it restarted */
+    "ALTER TABLE servers ADD COLUMN agent_session TEXT;";
+
 const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4,
-					store_m5, store_m6, store_m7};
+					store_m5, store_m6, store_m7, store_m8};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);

@@ -79,6 +79,8 @@ main(int argc, char **argv)
 	poll.secret = argv[7];
 	poll.version = "rogue";
 	poll.hello = 1;
+	if (getenv("ROGUE_SESSION"))
+		poll.session = getenv("ROGUE_SESSION");
 	nng_msg_alloc(&m, stoke__envelope__get_packed_size(&env));
 	stoke__envelope__pack(&env, nng_msg_body(m));
 	if ((rv = nng_sendmsg(sock, m, 0)) != 0) {
@@ -96,7 +98,11 @@ main(int argc, char **argv)
 		nng_msg_free(m);
 		return 0;
 	}
-	printf("accepted: the controller answered the poll\n");
+	if (reply && reply->body_case == STOKE__ENVELOPE__BODY_COMMAND && reply->command->id)
+		printf("accepted: the controller answered the poll with command %llu\n",
+		       (unsigned long long)reply->command->id);
+	else
+		printf("accepted: the controller answered the poll\n");
 	stoke__envelope__free_unpacked(reply, NULL);
 	nng_msg_free(m);
 	return 3;
