@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +104,21 @@ main(int argc, char **argv)
 			log_warn("pin_cpu: staying on every CPU");
 		else if (rc > 0)
 			log_debug("pin_cpu: the agent's threads run on CPU %d", cpu);
+	}
+	/* Look the default user up now: an operator hears at once when it does not exist, and
+	 * the name service modules are loaded before the first command, not during it. */
+	if (cfg.default_user != NULL) {
+		struct passwd pw, *res = NULL;
+		char buf[4096];
+
+		gid_t groups[64];
+		int ngroups = 64;
+
+		if (getpwnam_r(cfg.default_user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
+			log_warnx("default_user %s: no such user on this server; commands that "
+				  "name no user will fail", cfg.default_user);
+		else
+			(void)getgrouplist(pw.pw_name, pw.pw_gid, groups, &ngroups);
 	}
 	if (channel_start(&cfg, &agent_channel, err, sizeof(err)) != 0) {
 		log_error("%s", err);
