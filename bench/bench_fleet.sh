@@ -6,6 +6,8 @@
 # ansible -m command -f N (cold, then warm with ControlPersist); the floor
 # (N x the cost of fork+exec of the command / cores + one round trip); agent idle RSS and
 # controller RSS per connected agent. Prints a table with the ratios.
+# The stoke figure is the median of RUNS runs; the first of them (each agent's first command
+# since it started) is printed too.
 # Usage: STOKE_BUILD=build bench/bench_fleet.sh [N ...]        (default: 10 200 1000)
 # Env: LINES (10000), PEER_MAX (200: peers are run up to this N), ANSIBLE_MAX (200: ansible
 # up to this N; on 2 cores ansible -f 200 takes many minutes), RUNS (3: median of).
@@ -112,6 +114,7 @@ bench_stoke() { # N
 		times+=("$(elapsed "$t0")")
 	done
 	put "$n,stoke_true" "$(echo "${times[@]}" | median)"
+	put "$n,stoke_first" "${times[0]}" # the first run: agents' first command since start
 	t0=$(now)
 	lines=$("$B/controller/stoke" run --all -- seq 1 "$LINES" 2>"$d/seq.err" | wc -l)
 	put "$n,stoke_lines" "$(elapsed "$t0")"
@@ -221,6 +224,7 @@ for n in "${SIZES[@]}"; do
 	floor=$(awk -v n="$n" -v f="$FORK_MS" -v c="$CORES" -v r="$(get "$n,rtt")" 'BEGIN { printf "%.3f", n * f / 1000 / c + r }')
 	st=$(get "$n,stoke_true")
 	printf '%-6s %-24s %10s %10s %12s\n' "$n" "stoke run" "$st" "$(get "$n,stoke_lines")" "1.0x"
+	printf '%-6s %-24s %10s\n' "$n" "  (first of the runs)" "$(get "$n,stoke_first")"
 	printf '%-6s %-24s %10s %10s %12s\n' "$n" "floor" "$floor" "-" "stoke/floor $(ratio "$st" "$floor")"
 	if [ "$n" -le "$PEER_MAX" ]; then
 		row() { # NAME TRUE LINES

@@ -21,7 +21,10 @@ skip_firewall=${STOKE_SKIP_FIREWALL:-0}
 lock_timeout=${STOKE_LOCK_TIMEOUT:-600}
 cloud_init_timeout=${STOKE_CLOUD_INIT_TIMEOUT:-900}
 use_systemd=${STOKE_SYSTEMD:-auto}
-packages=(nginx git curl ca-certificates)
+# nginx, git and base tools, then the agent's run-time libraries (what `ldd stoke-agent`
+# lists beyond libc): the agent binary is uploaded next, and starts only if they are here.
+packages=(nginx git curl ca-certificates
+	libmbedtls14 libmbedx509-1 libmbedcrypto7 libprotobuf-c1 libjansson4)
 lock_files=(/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock
 	/var/cache/apt/archives/lock)
 

@@ -140,6 +140,29 @@ if rogue "$AGENT_URL" stoke-controller "$CA" "$T_TMP/web-1/agent.crt" "$T_TMP/we
 fi
 ok "no certificate, another CA's certificate and a wrong secret all get nothing"
 
+# The agent's side of TLS: a controller certificate without the expected name, or from
+# another CA, is refused (and said so), never talked to.
+"$STOKED" agent enroll web-t -c "$CONF" --data-dir "$DATA" --out "$T_TMP/web-t" \
+	--conf-extra "$T_TMP/extra.conf" >/dev/null
+sed 's/^server_name .*/server_name not-the-controller/' "$T_TMP/web-t/agent.conf" >"$T_TMP/web-t/name.conf"
+sed "s|^ca_file .*|ca_file $T_TMP/evil.crt|" "$T_TMP/web-t/agent.conf" >"$T_TMP/web-t/ca.conf"
+grep -q "^server_name not-the-controller" "$T_TMP/web-t/name.conf" || fail "test set-up: no server_name line"
+grep -q "^ca_file $T_TMP/evil.crt" "$T_TMP/web-t/ca.conf" || fail "test set-up: no ca_file line"
+for c in name ca; do
+	"$AGENT" -c "$T_TMP/web-t/$c.conf" >"$T_TMP/web-t-$c.log" 2>&1 &
+	TPID=$!
+	T_PIDS+=("$TPID")
+	t_wait 20 grep -q "not trusted" "$T_TMP/web-t-$c.log" ||
+		fail "agent with a wrong $c did not refuse the controller: $(tail -3 "$T_TMP/web-t-$c.log")"
+	! online web-t || fail "agent with a wrong $c came online"
+	kill "$TPID"
+done
+grep -q "expected name not-the-controller" "$T_TMP/web-t-name.log" || fail "the name is not in the message"
+"$AGENT" -c "$T_TMP/web-t/agent.conf" >"$T_TMP/web-t.log" 2>&1 &
+T_PIDS+=("$!")
+t_wait 20 online web-t || fail "positive control: web-t with its own configuration never came online"
+ok "the agent refuses a controller certificate without the expected name or from another CA"
+
 # A command sent to an agent process that never acknowledged it is sent again to the same
 # process (its journal stops a second run), but not to a restarted one (a new Poll.session:
 # its journal, not flushed per command, may have lost it): there it ends as unknown.

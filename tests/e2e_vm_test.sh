@@ -178,8 +178,10 @@ check_server() {
 
 	stoke server log "$name" >"$T_TMP/provision-$name.log"
 	for want in '==> cloud-init: not installed' '==> packages: updating package lists' \
-		'file:/srv/stoke-repo' '==> packages: installing nginx git curl ca-certificates ufw' \
-		'Setting up nginx (' 'Setting up ufw (' '==> user: created deploy' \
+		'file:/srv/stoke-repo' \
+		'==> packages: installing nginx git curl ca-certificates libmbedtls14 libmbedx509-1 libmbedcrypto7 libprotobuf-c1 libjansson4 ufw' \
+		'Setting up nginx (' 'Setting up ufw (' 'Setting up libmbedtls14' \
+		'Setting up libprotobuf-c1' '==> user: created deploy' \
 		'==> sites: /var/www belongs to deploy' '==> nginx: started (systemd is not running' \
 		'==> firewall: allow 80/tcp: added' '==> firewall: ufw enabled' \
 		'==> finished: server provisioned' '==> service: stoke-agent started (pid'; do

@@ -112,7 +112,8 @@ provision() {
 echo 1 >"$state/fuser_busy" # apt is busy at first: the script must wait, not fail
 provision STOKE_DEPLOY_USER=deploy || { cat "$T_TMP/out"; fail "provision.sh failed"; }
 grep -q '^==> apt: waiting for another package manager' "$T_TMP/out" || fail "did not wait for apt"
-for p in nginx git curl ca-certificates ufw; do
+for p in nginx git curl ca-certificates ufw libmbedtls14 libmbedx509-1 libmbedcrypto7 \
+	libprotobuf-c1 libjansson4; do
 	[ -e "$state/pkg_$p" ] || fail "$p was not installed"
 done
 grep -q '^apt-get .*DPkg::Lock::Timeout=600.* install --no-install-recommends' "$calls" ||
