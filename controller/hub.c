@@ -32,6 +32,8 @@
 
 #define HUB_PROTOCOL 1
 #define HUB_MSG_MAX (1024 * 1024)
+/* How often a polling agent's last_seen is written: well inside the offline threshold. */
+#define HUB_SEEN_MS(h) ((h)->opts.offline_ms / 12 < 5000 ? (h)->opts.offline_ms / 12 : 5000)
 #define HUB_MIN_IDLE 8
 #define HUB_MAX_CTX 8192
 #define HUB_MAX_BINDINGS 8192
@@ -331,10 +333,17 @@ hub_server_has_pipe(struct hub *h, int64_t server_id)
 	return 0;
 }
 
-/* Checks agent id and secret; returns the server id, 0 when refused (reason set). */
+/* What hub_auth read of the server besides its id (so a poll need not read it again). */
+struct hub_seen {
+	int64_t last_seen; /* 0 when never */
+	int online;
+};
+
+/* Checks agent id and secret; returns the server id, 0 when refused (reason set). seen
+ * (may be NULL) gets the server's presence. */
 static int64_t
 hub_auth(struct hub *h, struct hub_ctx *c, const char *agent_id, const char *secret,
-	 const char **reason)
+	 const char **reason, struct hub_seen *seen)
 {
 	struct store_stmt *st;
 	char hash[65];
@@ -346,10 +355,15 @@ hub_auth(struct hub *h, struct hub_ctx *c, const char *agent_id, const char *sec
 		return 0;
 	crypto_sha256_hex(secret, hash);
 	st = store_query(h->s,
-			 "SELECT id, agent_secret_hash, agent_revoked FROM servers"
-			 " WHERE agent_id = ? AND state != 'deleted'",
+			 "SELECT id, agent_secret_hash, agent_revoked, coalesce(last_seen, 0),"
+			 " agent_status = 'online' FROM servers WHERE agent_id = ? AND"
+			 " state != 'deleted'",
 			 "s", agent_id);
 	if (st && store_step(st) == STORE_ROW) {
+		if (seen != NULL) {
+			seen->last_seen = store_col_int(st, 3);
+			seen->online = store_col_int(st, 4) != 0;
+		}
 		const char *want = store_col_text(st, 1);
 
 		id = store_col_int(st, 0);
@@ -739,8 +753,9 @@ hub_unpark(struct hub *h, int64_t server_id, struct hub_ctx *keep)
 static void
 hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 {
+	struct hub_seen seen = {0, 0};
 	const char *reason;
-	int64_t id = hub_auth(h, c, p->agent_id, p->secret, &reason), now = store_now_ms();
+	int64_t id = hub_auth(h, c, p->agent_id, p->secret, &reason, &seen), now = store_now_ms();
 	char *facts = NULL, *state = NULL, err[256];
 	size_t i;
 
@@ -753,11 +768,16 @@ hub_poll(struct hub *h, struct hub_ctx *c, const Stoke__Poll *p)
 	}
 	if (p->facts)
 		facts = hub_facts_json(p->facts);
-	store_exec(h->s,
-		   "UPDATE servers SET last_seen = ?, agent_version = ?,"
-		   " facts = coalesce(?, facts) WHERE id = ?",
-		   "issi", now, p->version, facts, id);
-	hub_presence(h, id, "online");
+	/* last_seen is written at most every HUB_SEEN_MS (each write rewrites the server's
+	 * row, facts and all; a fleet run polls once per command); the version and facts come
+	 * with a hello. */
+	if (facts != NULL || p->hello || now - seen.last_seen >= HUB_SEEN_MS(h))
+		store_exec(h->s,
+			   "UPDATE servers SET last_seen = ?, agent_version = ?,"
+			   " facts = coalesce(?, facts) WHERE id = ?",
+			   "issi", now, p->version, facts, id);
+	if (!seen.online)
+		hub_presence(h, id, "online");
 	for (i = 0; i < p->n_ack_command_ids; i++)
 		store_exec(h->s,
 			   "UPDATE commands SET acked = 1, state = CASE WHEN state = 'sent' THEN"
@@ -870,8 +890,8 @@ hub_handle_one(struct hub *h, struct hub_ctx *c)
 	case STOKE__ENVELOPE__BODY_OUTPUT:
 	case STOKE__ENVELOPE__BODY_RESULT:
 		id = e->body_case == STOKE__ENVELOPE__BODY_OUTPUT
-			 ? hub_auth(h, c, e->output->agent_id, e->output->secret, &reason)
-			 : hub_auth(h, c, e->result->agent_id, e->result->secret, &reason);
+			 ? hub_auth(h, c, e->output->agent_id, e->output->secret, &reason, NULL)
+			 : hub_auth(h, c, e->result->agent_id, e->result->secret, &reason, NULL);
 		if (id != 0)
 			hub_ingest(h, c, e, id);
 		else if (reason)
