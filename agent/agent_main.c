@@ -116,7 +116,8 @@ main(int argc, char **argv)
 
 		if (getpwnam_r(cfg.default_user, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
 			log_warnx("default_user %s: no such user on this server; commands that "
-				  "name no user will fail", cfg.default_user);
+				  "name no user will fail",
+				  cfg.default_user);
 		else
 			(void)getgrouplist(pw.pw_name, pw.pw_gid, groups, &ngroups);
 	}

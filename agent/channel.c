@@ -538,7 +538,8 @@ channel_worker_main(void *arg)
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += CHANNEL_IDLE_MS / 1000;
 		while ((j = ch->pool_head) == NULL && !ch->pool_stop)
-			if (pthread_cond_timedwait(&ch->pool_cond, &ch->pool_mtx, &ts) == ETIMEDOUT) {
+			if (pthread_cond_timedwait(&ch->pool_cond, &ch->pool_mtx, &ts) ==
+			    ETIMEDOUT) {
 				if (ch->pool_threads > 1)
 					break;
 				/* the last one stays, so a command never waits for a thread */
@@ -1005,7 +1006,8 @@ channel_free(struct channel *ch)
 	if (atomic_load(&ch->threads) > 0) {
 		/* a handler still runs and may still touch the channel: the process is
 		 * about to exit, so leave it allocated */
-		log_warnx("channel: %d command(s) still running at exit", atomic_load(&ch->threads));
+		log_warnx("channel: %d command(s) still running at exit",
+			  atomic_load(&ch->threads));
 		return;
 	}
 	/* Idle handler threads end now; they touch the channel until they do. */

@@ -148,7 +148,8 @@ static int
 wire_wait(struct wire *w, short events, int64_t deadline)
 {
 	for (;;) {
-		struct pollfd p[2] = {{.fd = w->fd, .events = events}, {.fd = w->wakefd, .events = POLLIN}};
+		struct pollfd p[2] = {{.fd = w->fd, .events = events},
+				      {.fd = w->wakefd, .events = POLLIN}};
 		int64_t left = deadline - time_mono_ms();
 
 		if (wire_stopping(w))
@@ -227,7 +228,8 @@ wire_tcp_connect(struct wire *w, int64_t deadline)
 	unsigned int user_timeout = 40000;
 
 	if ((rv = getaddrinfo(w->host, w->port, &hints, &res)) != 0) {
-		snprintf(w->why, sizeof(w->why), "cannot resolve %s: %s", w->host, gai_strerror(rv));
+		snprintf(w->why, sizeof(w->why), "cannot resolve %s: %s", w->host,
+			 gai_strerror(rv));
 		return -1;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
@@ -421,8 +423,9 @@ wire_flush(struct wire *w)
 {
 	while (w->woff < w->wlen) {
 		/* after WANT_WRITE, mbedTLS must be called again with the same length */
-		size_t n = w->wtry ? w->wtry
-				   : (w->wlen - w->woff > WIRE_RECORD ? WIRE_RECORD : w->wlen - w->woff);
+		size_t n =
+		    w->wtry ? w->wtry
+			    : (w->wlen - w->woff > WIRE_RECORD ? WIRE_RECORD : w->wlen - w->woff);
 		int rv = mbedtls_ssl_write(&w->ssl, w->wbuf + w->woff, n);
 
 		if (rv == MBEDTLS_ERR_SSL_WANT_WRITE || rv == MBEDTLS_ERR_SSL_WANT_READ) {
@@ -450,7 +453,8 @@ wire_dispatch(struct wire *w)
 		uint32_t id;
 
 		if (n < 4 || n > w->recv_max + 4) {
-			snprintf(w->why, sizeof(w->why), "a reply of %llu bytes (most accepted: %zu)",
+			snprintf(w->why, sizeof(w->why),
+				 "a reply of %llu bytes (most accepted: %zu)",
 				 (unsigned long long)n, w->recv_max);
 			return -1;
 		}
@@ -607,8 +611,8 @@ wire_main(void *arg)
 			crypto_random(&r, sizeof(r));
 			wire_pause(w, d / 2 + (long)(r % (uint32_t)(d / 2 + 1))); /* 50-100% */
 			if (failures > 0 && backoff < WIRE_BACKOFF_MAX)
-				backoff = backoff * 2 > WIRE_BACKOFF_MAX ? WIRE_BACKOFF_MAX
-									 : backoff * 2;
+				backoff =
+				    backoff * 2 > WIRE_BACKOFF_MAX ? WIRE_BACKOFF_MAX : backoff * 2;
 		}
 	}
 	return NULL;
@@ -631,8 +635,10 @@ wire_parse_url(struct wire *w, const char *url, char *err, size_t errlen)
 		w->family = AF_INET6;
 	}
 	if (p == NULL)
-		return err_set(err, errlen, ERR_INVAL, "%s: the controller's address must start "
-				"with tls+tcp://", url);
+		return err_set(err, errlen, ERR_INVAL,
+			       "%s: the controller's address must start "
+			       "with tls+tcp://",
+			       url);
 	if (*p == '[') {
 		h = p + 1;
 		if ((e = strchr(h, ']')) == NULL || e[1] != ':')

@@ -24,8 +24,8 @@
 
 enum wire_error {
 	WIRE_OK = 0,
-	WIRE_ETIMEDOUT,	 /* no answer before the deadline */
-	WIRE_ECLOSED,	 /* the slot (or the whole wire) was closed */
+	WIRE_ETIMEDOUT, /* no answer before the deadline */
+	WIRE_ECLOSED,	/* the slot (or the whole wire) was closed */
 	WIRE_ENOMEM,
 	WIRE_EINVAL,
 };
@@ -36,7 +36,7 @@ struct wire_config {
 	const char *url;	 /* tls+tcp://host:port (also tls+tcp4://, tls+tcp6://) */
 	const char *server_name; /* DNS name the controller's certificate must carry */
 	const char *ca_pem, *cert_pem, *key_pem; /* PEM text; copied (parsed) by wire_new */
-	size_t recv_max;	 /* largest reply accepted; a larger one closes the connection */
+	size_t recv_max; /* largest reply accepted; a larger one closes the connection */
 	/* Called on the I/O thread when a connection is ready, and when it is gone. */
 	void (*connected_cb)(void *arg, int up);
 	void *arg;

@@ -562,8 +562,8 @@ hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
 	struct store_stmt *ins;
 	int64_t line = 0;
 
-	if (store_int(h->s, 0, "SELECT count(*) FROM commands WHERE id = ? AND server_id = ?",
-		      "ii", (int64_t)o->command_id, server_id) == 0)
+	if (store_int(h->s, 0, "SELECT count(*) FROM commands WHERE id = ? AND server_id = ?", "ii",
+		      (int64_t)o->command_id, server_id) == 0)
 		return;
 	/* one statement, bound again for each line */
 	ins = store_query(h->s,
@@ -605,8 +605,8 @@ hub_session(struct hub *h, int64_t server_id, const char *session)
 	static const char unknown[] = "the agent restarted before this command was confirmed "
 				      "finished; its outcome is unknown";
 	struct store_stmt *st;
-	char *old = store_text(h->s, "SELECT agent_session FROM servers WHERE id = ?", "i",
-			       server_id);
+	char *old =
+	    store_text(h->s, "SELECT agent_session FROM servers WHERE id = ?", "i", server_id);
 	int64_t ids[256], now = store_now_ms();
 	size_t n = 0, i;
 
@@ -621,11 +621,12 @@ hub_session(struct hub *h, int64_t server_id, const char *session)
 	free(old);
 	do {
 		n = 0;
-		st = store_query(h->s,
-				 "SELECT id FROM commands WHERE server_id = ? AND (state IN ('sent',"
-				 " 'running') OR (state = 'queued' AND sent_at IS NOT NULL))"
-				 " LIMIT 256",
-				 "i", server_id);
+		st =
+		    store_query(h->s,
+				"SELECT id FROM commands WHERE server_id = ? AND (state IN ('sent',"
+				" 'running') OR (state = 'queued' AND sent_at IS NOT NULL))"
+				" LIMIT 256",
+				"i", server_id);
 		while (st && n < 256 && store_step(st) == STORE_ROW)
 			ids[n++] = store_col_int(st, 0);
 		store_finalize(st);
