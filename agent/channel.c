@@ -535,16 +535,14 @@ channel_worker_main(void *arg)
 			channel_job_run(j);
 		pthread_mutex_lock(&ch->pool_mtx);
 		ch->pool_idle++;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += CHANNEL_IDLE_MS / 1000;
+		time_deadline(CLOCK_REALTIME, CHANNEL_IDLE_MS, &ts);
 		while ((j = ch->pool_head) == NULL && !ch->pool_stop)
 			if (pthread_cond_timedwait(&ch->pool_cond, &ch->pool_mtx, &ts) ==
 			    ETIMEDOUT) {
 				if (ch->pool_threads > 1)
 					break;
 				/* the last one stays, so a command never waits for a thread */
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_sec += CHANNEL_IDLE_MS / 1000;
+				time_deadline(CLOCK_REALTIME, CHANNEL_IDLE_MS, &ts);
 			}
 		if ((j = ch->pool_head) != NULL) {
 			if ((ch->pool_head = j->next) == NULL)
@@ -849,10 +847,7 @@ channel_gather_close(struct channel *ch, struct channel_carry *cy)
 
 		if (left <= 0)
 			break;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)(left % 1000) * 1000000L;
-		ts.tv_sec += left / 1000 + ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		time_deadline(CLOCK_REALTIME, (long)left, &ts);
 		pthread_cond_timedwait(&ch->cond, &ch->mtx, &ts);
 	}
 	ch->gathering = 0;
@@ -1017,8 +1012,7 @@ channel_free(struct channel *ch)
 	while (ch->pool_threads > 0) {
 		struct timespec ts;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 1;
+		time_deadline(CLOCK_REALTIME, 1000, &ts);
 		if (pthread_cond_timedwait(&ch->pool_cond, &ch->pool_mtx, &ts) == ETIMEDOUT)
 			break;
 	}

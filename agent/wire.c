@@ -762,13 +762,7 @@ wire_call(struct wire *w, int slot, const void *msg, size_t len, long timeout_ms
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&r.cond, &ca);
 	pthread_condattr_destroy(&ca);
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	time_deadline(CLOCK_MONOTONIC, timeout_ms, &ts);
 	pthread_mutex_lock(&w->mtx);
 	if (w->closed[slot] || w->stopping || w->slot[slot] != NULL) {
 		rv = w->slot[slot] != NULL && !w->closed[slot] ? WIRE_EINVAL : WIRE_ECLOSED;

@@ -33,6 +33,18 @@ time_sleep_ms(long ms)
 }
 
 void
+time_deadline(clockid_t clock, long ms, struct timespec *ts)
+{
+	clock_gettime(clock, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+void
 time_iso(int64_t epoch_ms, char out[32])
 {
 	int64_t ms = epoch_ms % 1000, secs = epoch_ms / 1000;

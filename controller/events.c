@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "timeutil.h"
 
 static pthread_mutex_t events_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t events_cond = PTHREAD_COND_INITIALIZER;
@@ -81,13 +82,7 @@ events_wait(int64_t after_id, long timeout_ms)
 	uint64_t gen;
 	int woken = 0;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	time_deadline(CLOCK_REALTIME, timeout_ms, &ts);
 	pthread_mutex_lock(&events_mtx);
 	if (events_seen > after_id) {
 		pthread_mutex_unlock(&events_mtx);

@@ -1014,12 +1014,7 @@ hub_main(void *arg)
 	while (!atomic_load(&h->stopping)) {
 		pthread_mutex_lock(&h->mtx);
 		if (h->queue == NULL && h->nremoved == 0 && !h->dispatch) {
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 250 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			time_deadline(CLOCK_REALTIME, 250, &ts);
 			pthread_cond_timedwait(&h->cond, &h->mtx, &ts);
 		}
 		list = h->queue;
