@@ -341,23 +341,23 @@ channel_chunk_free(Stoke__OutputChunk *o)
 	free(o);
 }
 
-/* Grows a gathered array (results or output) to hold one more; 0 on success. */
-static int
-channel_gather_room(void **arr, size_t n, size_t *cap, size_t want)
+/* Room for want more elements (of size bytes) in a gathered array holding n of *cap: the
+ * array, moved if it grew, or NULL when it cannot grow (the old one stays valid). */
+static void *
+channel_gather_room(void *arr, size_t n, size_t *cap, size_t want, size_t size)
 {
-	void **na;
+	void *na;
 	size_t c;
 
 	if (n + want <= *cap)
-		return 0;
+		return arr;
 	c = *cap ? *cap : 8;
 	while (c < n + want)
 		c *= 2;
-	if (c > 4096 || (na = realloc(*arr, c * sizeof(void *))) == NULL)
-		return -1;
-	*arr = na;
+	if (c > 4096 || (na = realloc(arr, c * size)) == NULL)
+		return NULL;
 	*cap = c;
-	return 0;
+	return na;
 }
 
 /*
@@ -373,6 +373,7 @@ channel_gather(struct channel *ch, uint64_t id, const struct cmd_result *r, uint
 	unsigned features = atomic_load(&ch->features);
 	Stoke__Result *res = NULL;
 	size_t bytes = 0, no = 0, i;
+	void *room;
 	int s, taken = 0;
 
 	if (!(features & STOKE__FEATURE__FEATURE_POLL_RESULTS) || r->facts != NULL ||
@@ -387,10 +388,16 @@ channel_gather(struct channel *ch, uint64_t id, const struct cmd_result *r, uint
 		bytes += k->partlen[s];
 	}
 	pthread_mutex_lock(&ch->mtx);
-	if (!ch->gathering || ch->gathered_bytes + bytes > CHANNEL_GATHER_BYTES ||
-	    channel_gather_room((void **)&ch->results, ch->nresults, &ch->capresults, 1) != 0 ||
-	    channel_gather_room((void **)&ch->outputs, ch->noutputs, &ch->capoutputs, 3) != 0)
+	if (!ch->gathering || ch->gathered_bytes + bytes > CHANNEL_GATHER_BYTES)
 		goto out;
+	if ((room = channel_gather_room(ch->results, ch->nresults, &ch->capresults, 1,
+					sizeof(*ch->results))) == NULL)
+		goto out;
+	ch->results = room;
+	if ((room = channel_gather_room(ch->outputs, ch->noutputs, &ch->capoutputs, 3,
+					sizeof(*ch->outputs))) == NULL)
+		goto out;
+	ch->outputs = room;
 	for (s = 0; k != NULL && s < 3; s++) {
 		if (k->partlen[s] == 0)
 			continue;
