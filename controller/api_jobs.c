@@ -12,8 +12,8 @@
 #include "jobs.h"
 #include "store.h"
 
-static const char *const api_jobs_states[] = {"queued", "running",   "done",
-					      "failed", "cancelled", NULL};
+static const char *const api_jobs_states[] = {"queued", "running",	    "done", "failed",
+					      "failed_dirty", "cancelled", NULL};
 
 /* [a-z0-9._-]{1,max}: job types and resource kinds. */
 static int

@@ -16,6 +16,7 @@
 #include "provision.h"
 #include "sm.h"
 #include "store.h"
+#include "timeutil.h"
 
 #define API_SERVERS_COLS                                                                           \
 	"SELECT id, name, provider, region, size, image, provider_id, ipv4, ssh_port,"             \
@@ -24,6 +25,35 @@
 	" created_at, updated_at, sites_root, deploy_user, ssh_public_key FROM servers"
 
 static const char *const api_servers_providers[] = {"digitalocean", "hetzner", "custom", NULL};
+
+/* What a failed job of the server left undone (failed_dirty: e.g. a VM at the provider
+ * whose delete failed), or null: the undo is retried until it finishes. */
+static json_t *
+api_servers_cleanup(struct store *s, int64_t id)
+{
+	struct store_stmt *st;
+	json_t *o = json_null();
+	char iso[32];
+
+	st = store_query(s,
+			 "SELECT j.id, j.type, j.message, j.run_after, j.undo_attempts,"
+			 " (SELECT provider_id FROM servers WHERE id = ?1)"
+			 " FROM jobs j WHERE j.state = 'failed_dirty' AND j.resource_kind = 'server'"
+			 " AND j.resource_id = ?1 ORDER BY j.id DESC LIMIT 1",
+			 "i", id);
+	if (st != NULL && store_step(st) == STORE_ROW) {
+		time_iso(store_col_int(st, 3), iso);
+		o = json_pack("{s:I, s:s, s:s?, s:s, s:I, s:s?}", "job",
+			      (json_int_t)store_col_int(st, 0), "job_type", store_col_text(st, 1),
+			      "error", store_col_text(st, 2), "next_try", iso, "tries",
+			      (json_int_t)store_col_int(st, 4), "provider_id",
+			      store_col_text(st, 5));
+		if (o == NULL)
+			o = json_null();
+	}
+	store_finalize(st);
+	return o;
+}
 
 /* The server of the current row as the API shows it: agent fields grouped, tags added. */
 static json_t *
@@ -56,6 +86,7 @@ api_servers_render(struct store *s, struct store_stmt *st)
 	store_finalize(tq);
 	json_object_set_new(o, "agent", agent);
 	json_object_set_new(o, "tags", tags);
+	json_object_set_new(o, "cleanup", api_servers_cleanup(s, id));
 	return o;
 fail:
 	store_finalize(tq);

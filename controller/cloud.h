@@ -73,7 +73,8 @@ struct cloud_create_req {
  */
 struct cloud_ctx {
 	/* The API base URL, with or without the version ("http://127.0.0.1:8080" and
-	 * "http://127.0.0.1:8080/v2" are the same); NULL = the provider's real API. */
+	 * "http://127.0.0.1:8080/v2" are the same). Required: there is no default, so a
+	 * context that names none fails before any request (never the real provider). */
 	const char *base_url;
 	const char *token;	 /* bearer token; only ever sent in the Authorization header */
 	long connect_timeout_ms; /* 0 = 10 s */

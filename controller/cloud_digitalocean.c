@@ -25,7 +25,6 @@
 
 static const struct cloud_api cloud_do_api = {
     .provider = "digitalocean",
-    .default_url = "https://api.digitalocean.com/v2",
     .version_path = "/v2",
 };
 

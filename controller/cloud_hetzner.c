@@ -25,7 +25,6 @@
 
 static const struct cloud_api cloud_hz_api = {
     .provider = "hetzner",
-    .default_url = "https://api.hetzner.cloud/v1",
     .version_path = "/v1",
 };
 

@@ -133,14 +133,17 @@ static int
 cloud_http_open(struct cloud_ctx *ctx, const struct cloud_api *api, char *err, size_t errlen)
 {
 	struct http_client_opts o;
-	const char *base =
-	    ctx->base_url != NULL && ctx->base_url[0] != '\0' ? ctx->base_url : api->default_url;
+	const char *base = ctx->base_url;
 	char url[CLOUD_HTTP_URL_MAX];
 	size_t n, vn = strlen(api->version_path);
 	int ret;
 
 	if (ctx->http != NULL && ctx->http_api == api)
 		return 0;
+	/* Never a silent fallback to the real provider: a context names its URL. */
+	if (base == NULL || base[0] == '\0')
+		return err_set(err, errlen, ERR_INVAL, "%s: no API URL configured",
+			       api->provider);
 	http_client_free(ctx->http);
 	ctx->http = NULL;
 	ctx->http_api = NULL;

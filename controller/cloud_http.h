@@ -19,7 +19,6 @@
 /* What differs between providers at this layer. */
 struct cloud_api {
 	const char *provider;	  /* "digitalocean": starts every error text */
-	const char *default_url;  /* "https://api.digitalocean.com/v2" */
 	const char *version_path; /* "/v2": added to a base URL that does not end with it */
 };
 

@@ -45,6 +45,10 @@ struct job_ctx {
 	char *resource_kind;
 	int64_t resource_id;
 	int attempt;
+	int resumes;	  /* claims after a lease expiry (a crash), not attempts */
+	int cleanup;	  /* claimed to finish an undo (end_state set) */
+	int dirty;	  /* was failed_dirty: the resource already followed its end */
+	char end_state[16]; /* cleanup: "failed" or "cancelled" */
 	int64_t deadline; /* epoch ms, 0 = none */
 	atomic_int cancel;
 	atomic_int active;
@@ -280,7 +284,10 @@ jobs_backoff(const struct job_type *t, int attempts)
 									     * even when the       \
 									     * heartbeat runs late \
 									     */                    \
-	" OR (state = 'running' AND lease_until < ?1 AND lease_owner != ?3))"                      \
+	" OR (state = 'running' AND lease_until < ?1 AND lease_owner != ?3)"                       \
+	/* an undo that did not finish, due again, and not being finished now */                   \
+	" OR (state = 'failed_dirty' AND run_after <= ?1"                                          \
+	" AND (lease_until IS NULL OR (lease_until < ?1 AND lease_owner != ?3))))"                 \
 	" AND (?2 IS NULL OR queue = ?2)" /* a "serial:" queue runs its jobs one at a time, in     \
 					     order */                                              \
 	" AND (queue NOT LIKE 'serial:%' OR NOT EXISTS (SELECT 1 FROM jobs j2"                     \
@@ -306,7 +313,7 @@ jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *ste
 {
 	struct store_stmt *st;
 	int64_t now = store_now_ms(), id = 0, timeout = 0;
-	int found = 0;
+	int found = 0, resumed;
 
 	/* On a timer, look without the write lock first: a BEGIN IMMEDIATE each time made the
 	 * hub wait for the lock under load. Woken by an enqueue, take the lock at once: the
@@ -326,15 +333,33 @@ jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *ste
 		store_rollback(s);
 		return 0;
 	}
+	/* What the claim is: a first run or a retry (an attempt), a resume after a dead
+	 * controller's lease expired (not an attempt: a crash is not the job's failure), or
+	 * the end of an undo that did not finish (cleanup). */
+	st = store_query(s, "SELECT state, end_state FROM jobs WHERE id = ?", "i", id);
+	if (st == NULL || store_step(st) != STORE_ROW) {
+		store_finalize(st);
+		goto fail;
+	}
+	ctx->dirty = strcmp(store_col_text(st, 0), "failed_dirty") == 0;
+	resumed = strcmp(store_col_text(st, 0), "running") == 0;
+	ctx->cleanup = !store_col_is_null(st, 1);
+	snprintf(ctx->end_state, sizeof(ctx->end_state), "%s",
+		 ctx->cleanup ? store_col_text(st, 1) : "");
+	store_finalize(st);
 	if (store_exec(s,
-		       "UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?,"
-		       " attempts = attempts + 1, attempt_started_at = ?,"
-		       " started_at = coalesce(started_at, ?), updated_at = ? WHERE id = ?",
-		       "siiiii", e->owner, now + e->opts.lease_ms, now, now, now, id) != 0)
+		       "UPDATE jobs SET state = CASE WHEN ?1 THEN state ELSE 'running' END,"
+		       " lease_owner = ?2, lease_until = ?3,"
+		       " attempts = attempts + (?4 = 0 AND ?1 = 0),"
+		       " resumes = resumes + (?4 AND ?5 = 0), undo_attempts = undo_attempts + ?5,"
+		       " attempt_started_at = ?6, started_at = coalesce(started_at, ?6),"
+		       " updated_at = ?6 WHERE id = ?7",
+		       "dsiddii", ctx->dirty, e->owner, now + e->opts.lease_ms, resumed,
+		       ctx->cleanup, now, id) != 0)
 		goto fail;
 	st = store_query(s,
 			 "SELECT type, payload, step, step_started, attempts, timeout_ms,"
-			 " resource_kind, coalesce(resource_id, 0), cancel_requested"
+			 " resource_kind, coalesce(resource_id, 0), cancel_requested, resumes"
 			 " FROM jobs WHERE id = ?",
 			 "i", id);
 	if (st == NULL || store_step(st) != STORE_ROW) {
@@ -350,10 +375,13 @@ jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *ste
 	ctx->resource_kind = store_col_is_null(st, 6) ? NULL : strdup(store_col_text(st, 6));
 	ctx->resource_id = store_col_int(st, 7);
 	atomic_store(&ctx->cancel, (int)store_col_int(st, 8));
+	ctx->resumes = resumed && !ctx->cleanup ? (int)store_col_int(st, 9) : 0;
 	store_finalize(st);
 	ctx->id = id;
-	ctx->deadline = timeout > 0 ? now + timeout : 0;
-	jobs_state_event(s, id, NULL, "running", NULL, NULL);
+	/* The undo's steps have their own errors; the attempt's deadline is not theirs. */
+	ctx->deadline = timeout > 0 && !ctx->cleanup ? now + timeout : 0;
+	if (!ctx->cleanup)
+		jobs_state_event(s, id, NULL, "running", NULL, NULL);
 	if (store_commit(s) != 0)
 		goto fail;
 	return 1;
@@ -362,45 +390,50 @@ fail:
 	return -1;
 }
 
-/* Runs the undo of every step from `from` down to 0 that is done (and `from` itself when
- * include_from: it failed, and may have made something first). Keeps the first error. */
-static void
-jobs_undo(struct job_ctx *ctx, int from, int include_from, char *uerr, size_t uerrlen)
+/* Runs the undo of every step that made something and is not undone yet (done, failed
+ * while running, or whose undo failed before), last first. Returns the number of undos
+ * that failed; the first one's text is in uerr. */
+static int
+jobs_undo(struct job_ctx *ctx, char *uerr, size_t uerrlen)
 {
 	const struct job_type *t = ctx->type;
 	char err[JOBS_ERRLEN];
-	int i, done, rc;
+	int i, todo, rc, failed = 0;
 
 	uerr[0] = '\0';
-	for (i = from; i >= 0; i--) {
-		if ((size_t)i >= t->nsteps)
-			continue;
-		done = store_int(ctx->store, 0,
+	for (i = (int)t->nsteps - 1; i >= 0; i--) {
+		todo = store_int(ctx->store, 0,
 				 "SELECT count(*) FROM job_steps WHERE job_id = ? AND idx = ?"
-				 " AND state = 'done'",
+				 " AND state IN ('done', 'failed', 'undo_failed')",
 				 "id", ctx->id, i) > 0;
-		if (!done && !(include_from && i == from))
-			continue;
-		if (t->steps[i].undo == NULL)
+		if (!todo)
 			continue;
 		err[0] = '\0';
-		rc = t->steps[i].undo(ctx, err, sizeof(err));
+		rc = t->steps[i].undo ? t->steps[i].undo(ctx, err, sizeof(err)) : 0;
 		if (rc != 0) {
+			failed++;
 			log_warnx("job %lld [%s]: undo %s: %s", (long long)ctx->id, t->name,
 				  t->steps[i].name, err);
 			if (uerr[0] == '\0')
-				snprintf(uerr, uerrlen, "undo %s: %s", t->steps[i].name, err);
-		} else
+				snprintf(uerr, uerrlen, "undo %s: %s", t->steps[i].name,
+					 err[0] ? err : err_str(rc));
+		} else if (t->steps[i].undo)
 			log_info("job %lld [%s]: undid %s", (long long)ctx->id, t->name,
 				 t->steps[i].name);
-		store_exec(ctx->store,
-			   "INSERT INTO job_steps (job_id, idx, name, state, error, finished_at)"
-			   " VALUES (?,?,?,?,?,?) ON CONFLICT (job_id, idx) DO UPDATE SET"
-			   " state = excluded.state, error = excluded.error,"
-			   " finished_at = excluded.finished_at",
-			   "idsssi", ctx->id, i, t->steps[i].name, rc ? "undo_failed" : "undone",
-			   rc ? err : NULL, store_now_ms());
+		if (store_exec(ctx->store,
+			       "UPDATE job_steps SET state = ?, error = ?, finished_at = ?"
+			       " WHERE job_id = ? AND idx = ?",
+			       "ssiid", rc ? "undo_failed" : "undone", rc ? err : NULL,
+			       store_now_ms(), ctx->id, i) != 0 &&
+		    rc == 0) {
+			/* Not recorded as undone: it will be undone again (undos are idempotent). */
+			failed++;
+			if (uerr[0] == '\0')
+				snprintf(uerr, uerrlen, "undo %s: database: %s", t->steps[i].name,
+					 store_errmsg(ctx->store));
+		}
 	}
+	return failed;
 }
 
 /* Ends the job: state is "done", "failed" or "cancelled". */
@@ -436,21 +469,107 @@ jobs_finish(struct job_ctx *ctx, const char *state, int step, const char *error)
 		 error ? ": " : "", error ? error : "");
 }
 
+/* Undoes what the job made and ends it in ctx->end_state; an undo that fails leaves the
+ * job failed_dirty, its undo retried with backoff (capped: from then on a periodic sweep)
+ * until it finishes. Nothing a job made is forgotten. */
+static void
+jobs_cleanup(struct job_ctx *ctx)
+{
+	const struct job_type *t = ctx->type;
+	struct store *s = ctx->store;
+	char uerr[JOBS_ERRLEN], msg[JOBS_ERRLEN + 96], *error;
+	int64_t now;
+	int failed, tries;
+	long delay;
+
+	failed = jobs_undo(ctx, uerr, sizeof(uerr));
+	now = store_now_ms();
+	error = store_text(s, "SELECT error FROM jobs WHERE id = ?", "i", ctx->id);
+	tries = (int)store_int(s, 0, "SELECT undo_attempts FROM jobs WHERE id = ?", "i", ctx->id);
+	if (store_begin(s) != 0) {
+		log_warnx("job %lld: begin: %s", (long long)ctx->id, store_errmsg(s));
+		free(error);
+		return; /* the lease runs out and the cleanup is claimed again */
+	}
+	if (failed == 0) {
+		store_exec(s,
+			   "UPDATE jobs SET state = ?1, message = 'undone', finished_at = ?2,"
+			   " updated_at = ?2, lease_owner = NULL, lease_until = NULL,"
+			   " step_started = 0 WHERE id = ?3 AND lease_owner = ?4",
+			   "siis", ctx->end_state, now, ctx->id, ctx->engine->owner);
+	} else {
+		delay = jobs_backoff(t, tries > 0 ? tries : 1);
+		snprintf(msg, sizeof(msg), "%s (undo tried %d time%s; next in %ld s)", uerr,
+			 tries > 0 ? tries : 1, tries > 1 ? "s" : "", (delay + 999) / 1000);
+		store_exec(s,
+			   "UPDATE jobs SET state = 'failed_dirty', message = ?1, run_after = ?2,"
+			   " finished_at = ?3, updated_at = ?3, lease_owner = NULL,"
+			   " lease_until = NULL, step_started = 0 WHERE id = ?4 AND lease_owner = ?5",
+			   "siiis", msg, now + delay, now, ctx->id, ctx->engine->owner);
+	}
+	if (store_changes(s) == 0) {
+		store_rollback(s);
+		log_warnx("job %lld: lease lost before finishing its undo", (long long)ctx->id);
+		free(error);
+		return;
+	}
+	/* The resource follows the job's end once: when it first ends, clean or dirty. */
+	if (!ctx->dirty && t->finished)
+		t->finished(ctx, ctx->end_state, error);
+	jobs_state_event(s, ctx->id, NULL, failed ? "failed_dirty" : ctx->end_state, NULL,
+			 failed ? uerr : error);
+	if (store_commit(s) != 0)
+		log_warnx("job %lld: commit: %s", (long long)ctx->id, store_errmsg(s));
+	if (failed)
+		log_warnx("job %lld [%s]: failed_dirty: %s", (long long)ctx->id, t->name, msg);
+	else
+		log_info("job %lld [%s]: %s%s%s", (long long)ctx->id, t->name, ctx->end_state,
+			 error ? ": " : "", error ? error : "");
+	free(error);
+}
+
+/* Ends the job as failed or cancelled. A type that rolls back first records its end
+ * (end_state, the error, the failed step as "failed" when it may have made something), so
+ * that a crash in the middle of the undo resumes the undo, never the job. */
 static void
 jobs_fail_final(struct job_ctx *ctx, int step, int include_step, const char *error,
 		const char *state)
 {
-	char uerr[JOBS_ERRLEN], full[2 * JOBS_ERRLEN + 8];
+	const struct job_type *t = ctx->type;
+	struct store *s = ctx->store;
+	int64_t now = store_now_ms();
 
-	if (ctx->type && ctx->type->rollback) {
-		jobs_undo(ctx, step, include_step, uerr, sizeof(uerr));
-		if (uerr[0] != '\0') {
-			snprintf(full, sizeof(full), "%s; %s", error, uerr);
-			jobs_finish(ctx, state, step, full);
-			return;
-		}
+	if (t == NULL || !t->rollback) {
+		jobs_finish(ctx, state, step, error);
+		return;
 	}
-	jobs_finish(ctx, state, step, error);
+	if (store_begin(s) != 0)
+		goto fail;
+	if (include_step && step >= 0 && (size_t)step < t->nsteps &&
+	    store_exec(s,
+		       "INSERT INTO job_steps (job_id, idx, name, state, runs, finished_at)"
+		       " VALUES (?,?,?,'failed',1,?) ON CONFLICT (job_id, idx) DO UPDATE SET"
+		       " state = CASE WHEN state IN ('undone') THEN state ELSE 'failed' END,"
+		       " finished_at = excluded.finished_at",
+		       "idsi", ctx->id, step, t->steps[step].name, now) != 0)
+		goto fail;
+	if (store_exec(s,
+		       "UPDATE jobs SET end_state = ?, error = ?, failed_step = ?, updated_at = ?,"
+		       " undo_attempts = 1 WHERE id = ? AND lease_owner = ?",
+		       "sssiis", state, error,
+		       step >= 0 && (size_t)step < t->nsteps ? t->steps[step].name : NULL, now,
+		       ctx->id, ctx->engine->owner) != 0 ||
+	    store_changes(s) == 0 || store_commit(s) != 0)
+		goto fail;
+	ctx->cleanup = 1;
+	ctx->dirty = 0;
+	snprintf(ctx->end_state, sizeof(ctx->end_state), "%s", state);
+	jobs_cleanup(ctx);
+	return;
+fail:
+	/* Nothing recorded: the lease runs out and the job is claimed again. */
+	store_rollback(s);
+	log_warnx("job %lld: cannot record its end: %s", (long long)ctx->id, store_errmsg(s));
 }
 
 /* Puts the job back in the queue for a later attempt. */
@@ -598,6 +717,8 @@ jobs_ctx_clear(struct job_ctx *ctx)
 	ctx->payload = ctx->resource_kind = NULL;
 	ctx->id = 0;
 	ctx->deadline = 0;
+	ctx->resumes = ctx->cleanup = ctx->dirty = 0;
+	ctx->end_state[0] = '\0';
 	atomic_store(&ctx->cancel, 0);
 }
 
@@ -638,14 +759,31 @@ jobs_worker(void *arg)
 
 				snprintf(m, sizeof(m), "unknown job type %s", type_name);
 				jobs_finish(ctx, "failed", -1, m);
-			} else if (step_started && ctx->attempt > 1)
-				log_info("job %lld [%s]: resuming at step %s", (long long)ctx->id,
-					 ctx->type->name,
-					 (size_t)step < ctx->type->nsteps
-					     ? ctx->type->steps[step].name
-					     : "end");
-			if (ctx->type)
+			} else if (ctx->cleanup) {
+				log_info("job %lld [%s]: finishing its undo", (long long)ctx->id,
+					 ctx->type->name);
+				jobs_cleanup(ctx);
+			} else if (ctx->resumes > 0 && ctx->resumes > e->opts.max_resumes) {
+				char m[300];
+
+				snprintf(m, sizeof(m),
+					 "the controller stopped %d times while this job ran (last in"
+					 " step %s): it may be what stops it; see the controller's"
+					 " log, then retry",
+					 ctx->resumes,
+					 (size_t)step < ctx->type->nsteps ? ctx->type->steps[step].name
+									  : "end");
+				jobs_fail_final(ctx, step, step_started, m, "failed");
+			} else {
+				if (ctx->resumes > 0)
+					log_info("job %lld [%s]: resuming at step %s (resume %d)",
+						 (long long)ctx->id, ctx->type->name,
+						 (size_t)step < ctx->type->nsteps
+						     ? ctx->type->steps[step].name
+						     : "end",
+						 ctx->resumes);
 				jobs_run(ctx, step, step_started);
+			}
 			atomic_store(&ctx->active, 0);
 			jobs_ctx_clear(ctx);
 			free(type_name);
@@ -692,8 +830,8 @@ jobs_heartbeat(void *arg)
 		period = 500;
 	while (s && !atomic_load(&e->stopping)) {
 		store_exec(s,
-			   "UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND state = "
-			   "'running'",
+			   "UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND state IN"
+			   " ('running', 'failed_dirty')",
 			   "is", store_now_ms() + e->opts.lease_ms, e->owner);
 		st = store_query(s,
 				 "SELECT id FROM jobs WHERE lease_owner = ? AND state = 'running'"
@@ -743,6 +881,8 @@ jobs_start(const struct jobs_engine_opts *opts, struct jobs_engine **out, char *
 		e->opts.lease_ms = 30000;
 	if (e->opts.poll_ms <= 0)
 		e->opts.poll_ms = 500;
+	if (e->opts.max_resumes <= 0)
+		e->opts.max_resumes = 10;
 	e->queue = opts->queue ? strdup(opts->queue) : NULL;
 	crypto_random(rnd, sizeof(rnd));
 	crypto_hex(rnd, sizeof(rnd), hex);
@@ -853,6 +993,19 @@ jobs_retry(struct store *s, int64_t id, const char *actor, char *err, size_t err
 		rc = err_set(err, errlen, ERR_NOTFOUND, "job %lld: not found", (long long)id);
 		goto out;
 	}
+	if (strcmp(state, "failed_dirty") == 0) {
+		/* Its undo has not finished: retry means finish the undo now. */
+		store_exec(s, "UPDATE jobs SET run_after = ?1, updated_at = ?1 WHERE id = ?2", "ii",
+			   store_now_ms(), id);
+		events_emit(s, actor, "job.cleanup_requested", "job", id, NULL);
+		if (store_commit(s) != 0)
+			rc = err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
+		else
+			log_info("job %lld [%s]: undo asked again by %s", (long long)id, type,
+				 actor ? actor : "system");
+		jobs_wake();
+		goto out;
+	}
 	if (strcmp(state, "failed") != 0 && strcmp(state, "cancelled") != 0) {
 		rc = err_set(err, errlen, ERR_CONFLICT,
 			     "job %lld: is %s; only failed or cancelled jobs can be retried",
@@ -872,7 +1025,8 @@ jobs_retry(struct store *s, int64_t id, const char *actor, char *err, size_t err
 			      "ii", id, from) == 0)
 			break;
 	store_exec(s,
-		   "UPDATE jobs SET state = 'queued', attempts = 0, run_after = ?1, error = NULL,"
+		   "UPDATE jobs SET state = 'queued', attempts = 0, resumes = 0, end_state = NULL,"
+		   " undo_attempts = 0, run_after = ?1, error = NULL,"
 		   " failed_step = NULL, cancel_requested = 0, finished_at = NULL, step = ?2,"
 		   " step_started = 0, progress = 0, updated_at = ?1 WHERE id = ?3",
 		   "iii", store_now_ms(), from, id);
@@ -922,7 +1076,7 @@ jobs_get_json(struct store *s, int64_t id)
 			 "SELECT id, type, queue, state, attempts, max_attempts, timeout_ms,"
 			 " progress, message, step, error, failed_step, cancel_requested,"
 			 " resource_kind, resource_id, actor, run_after, created_at, started_at,"
-			 " finished_at, updated_at FROM jobs WHERE id = ?",
+			 " finished_at, updated_at, resumes, undo_attempts FROM jobs WHERE id = ?",
 			 "i", id);
 	if (st == NULL || store_step(st) != STORE_ROW) {
 		store_finalize(st);
@@ -949,6 +1103,8 @@ jobs_get_json(struct store *s, int64_t id)
 		store_finalize(st);
 		return NULL;
 	}
+	json_object_set_new(o, "resumes", json_integer(store_col_int(st, 21)));
+	json_object_set_new(o, "undo_attempts", json_integer(store_col_int(st, 22)));
 	json_object_set_new(o, "step",
 			    t && cur >= 0 && (size_t)cur < t->nsteps
 				? json_string(t->steps[cur].name)

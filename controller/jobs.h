@@ -74,6 +74,7 @@ struct jobs_engine_opts {
 	int workers;	   /* 0 = 4 */
 	long lease_ms;	   /* 0 = 30000; extended every lease/3 */
 	long poll_ms;	   /* idle poll when not woken; 0 = 500 */
+	int max_resumes;   /* resumes after crashes before the job fails; 0 = 10 */
 	const char *queue; /* NULL = all queues */
 };
 struct jobs_engine;

@@ -27,6 +27,8 @@ static int jt_fail_step = -1; /* step that fails */
 static int jt_fail_times = 0; /* 0 = always */
 static long jt_sleep_ms = 0;  /* in the step that sleeps */
 static int jt_sleep_step = -1;
+static int jt_undo_fail_step = -1; /* step whose undo fails */
+static int jt_undo_fail_times;	   /* how many times (then it succeeds) */
 static char jt_dir[256];
 static struct jobs_engine *jt_engine;
 
@@ -66,9 +68,11 @@ static int
 jt_undo(struct job_ctx *ctx, int i, char *err, size_t errlen)
 {
 	(void)ctx;
-	(void)err;
-	(void)errlen;
 	jt_note("u%d", i);
+	if (i == jt_undo_fail_step && jt_undo_fail_times > 0) {
+		jt_undo_fail_times--;
+		return err_set(err, errlen, ERR_IO, "undo %d refused", i);
+	}
 	return 0;
 }
 
@@ -139,6 +143,8 @@ jt_setup(void **state)
 	jt_fail_step = jt_sleep_step = -1;
 	jt_fail_times = 0;
 	jt_sleep_ms = 0;
+	jt_undo_fail_step = -1;
+	jt_undo_fail_times = 0;
 	o.db_path = path;
 	o.workers = 2;
 	o.lease_ms = 1500;
@@ -353,7 +359,113 @@ test_resume_expired_lease(void **state)
 		assert_true(time_mono_ms() - t0 >= 600);
 	}
 	assert_string_equal(jt_log, "r1 r2 ");
-	assert_int_equal(store_int(s, -1, "SELECT attempts FROM jobs WHERE id=?", "i", id), 2);
+	/* a crash is not the job's failure: a resume, not an attempt */
+	assert_int_equal(store_int(s, -1, "SELECT attempts FROM jobs WHERE id=?", "i", id), 1);
+	assert_int_equal(store_int(s, -1, "SELECT resumes FROM jobs WHERE id=?", "i", id), 1);
+}
+
+/* A job that a crash interrupted more often than the limit fails, undone, saying why. */
+static void
+test_resume_limit(void **state)
+{
+	struct store *s = store_thread();
+	char *err;
+	int64_t id;
+
+	(void)state;
+	jobs_stop(jt_engine);
+	jt_engine = NULL;
+	id = jt_enqueue("t.three", NULL);
+	store_exec(s,
+		   "UPDATE jobs SET state='running', lease_owner='dead', lease_until=0,"
+		   " attempts=1, resumes=3, step=1, step_started=1 WHERE id=?",
+		   "i", id);
+	store_exec(s, "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?, 0, 'zero', 'done')",
+		   "i", id);
+	{
+		struct jobs_engine_opts o = {
+		    .workers = 1, .lease_ms = 1500, .poll_ms = 50, .max_resumes = 3};
+		char e[256];
+
+		assert_int_equal(jobs_start(&o, &jt_engine, e, sizeof(e)), 0);
+	}
+	assert_true(jt_wait(id, "failed"));
+	assert_string_equal(jt_log, "u1 u0 "); /* nothing run again; what was made undone */
+	err = store_text(s, "SELECT error FROM jobs WHERE id=?", "i", id);
+	assert_non_null(strstr(err, "controller stopped 4 times"));
+	free(err);
+	assert_int_equal(store_int(s, -1, "SELECT attempts FROM jobs WHERE id=?", "i", id), 1);
+}
+
+/* An undo that fails leaves the job failed_dirty (not failed) and is tried again with
+ * backoff until it finishes; then the job is failed, clean. */
+static void
+test_undo_failed_dirty(void **state)
+{
+	struct store *s = store_thread();
+	struct jobs_enqueue_opts o = {.max_attempts = 1};
+	char *json;
+	int64_t id;
+
+	(void)state;
+	jt_fail_step = 2;
+	jt_undo_fail_step = 1;
+	jt_undo_fail_times = 2;
+	id = jt_enqueue("t.three", &o);
+	assert_true(jt_wait(id, "failed_dirty"));
+	json = jobs_get_json(s, id);
+	assert_non_null(strstr(json, "{\"name\":\"one\",\"state\":\"undo_failed\"}"));
+	assert_non_null(strstr(json, "undo one: undo 1 refused"));
+	free(json);
+	assert_true(jt_wait(id, "failed"));
+	/* first pass undoes two (failed) and zero, one refuses twice, then is undone alone */
+	assert_string_equal(jt_log, "r0 r1 r2 u2 u1 u0 u1 u1 ");
+	assert_int_equal(store_int(s, -1, "SELECT undo_attempts FROM jobs WHERE id=?", "i", id), 3);
+	assert_int_equal(store_int(s, -1,
+				   "SELECT count(*) FROM job_steps WHERE job_id=? AND state='undone'",
+				   "i", id),
+			 3);
+	json = store_text(s, "SELECT error FROM jobs WHERE id=?", "i", id);
+	assert_non_null(strstr(json, "boom 2"));
+	free(json);
+	/* the failure was announced once, then the end of the undo */
+	assert_int_equal(store_int(s, -1,
+				   "SELECT count(*) FROM events WHERE resource_kind='job' AND"
+				   " resource_id=? AND kind='job.state' AND data LIKE '%failed_dirty%'",
+				   "i", id),
+			 2);
+}
+
+/* A controller that dies in the middle of an undo: the next one finishes the undo, and
+ * never runs the job's steps again. */
+static void
+test_crash_in_undo(void **state)
+{
+	struct store *s = store_thread();
+	int64_t id;
+
+	(void)state;
+	jobs_stop(jt_engine);
+	jt_engine = NULL;
+	id = jt_enqueue("t.three", NULL);
+	store_exec(s,
+		   "UPDATE jobs SET state='running', lease_owner='dead', lease_until=0,"
+		   " attempts=3, step=2, step_started=1, end_state='failed', error='boom 2',"
+		   " undo_attempts=1 WHERE id=?",
+		   "i", id);
+	store_exec(s,
+		   "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?1, 0, 'zero', 'done'),"
+		   " (?1, 1, 'one', 'done'), (?1, 2, 'two', 'undone')",
+		   "i", id);
+	{
+		struct jobs_engine_opts o = {.workers = 1, .lease_ms = 1500, .poll_ms = 50};
+		char e[256];
+
+		assert_int_equal(jobs_start(&o, &jt_engine, e, sizeof(e)), 0);
+	}
+	assert_true(jt_wait(id, "failed"));
+	assert_string_equal(jt_log, "u1 u0 ");
+	assert_int_equal(store_int(s, -1, "SELECT resumes FROM jobs WHERE id=?", "i", id), 0);
 }
 
 static void
@@ -432,6 +544,9 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_running, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_queued, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_expired_lease, jt_setup, jt_teardown),
+	    cmocka_unit_test_setup_teardown(test_resume_limit, jt_setup, jt_teardown),
+	    cmocka_unit_test_setup_teardown(test_undo_failed_dirty, jt_setup, jt_teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_in_undo, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_once_not_rerun, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_serial_queue, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_enqueue_rejects, jt_setup, jt_teardown),

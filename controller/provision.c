@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,11 @@
 #include "store.h"
 #include "timeutil.h"
 
-static struct provision_config prov_cfg;
+/* The configuration as a snapshot: made whole by provision_configure() before the job
+ * workers start, then never changed (a reload would publish a new snapshot, which new steps
+ * take; the old one is kept, since a running step may hold it). NULL until then: a step
+ * that finds none fails before it touches anything. */
+static _Atomic(const struct provision_config *) prov_snapshot;
 
 static char *
 prov_dup(const char *s)
@@ -42,25 +47,45 @@ prov_dup(const char *s)
 int
 provision_configure(const struct provision_config *c, char *err, size_t errlen)
 {
-	(void)err;
-	(void)errlen;
-	prov_cfg = *c;
-	prov_cfg.data_dir = prov_dup(c->data_dir);
-	prov_cfg.server_name = prov_dup(c->server_name);
-	prov_cfg.agent_url = prov_dup(c->agent_url);
-	prov_cfg.agent_binary = prov_dup(c->agent_binary);
-	prov_cfg.scripts_dir = prov_dup(c->scripts_dir);
-	prov_cfg.unit_file = prov_dup(c->unit_file);
-	prov_cfg.do_url = prov_dup(c->do_url);
-	prov_cfg.hz_url = prov_dup(c->hz_url);
-	prov_cfg.do_token = prov_cfg.hz_token = NULL; /* kept sealed in settings */
-	if (prov_cfg.ssh_wait_ms <= 0)
-		prov_cfg.ssh_wait_ms = 300000;
-	if (prov_cfg.active_wait_ms <= 0)
-		prov_cfg.active_wait_ms = 600000;
-	if (prov_cfg.agent_wait_ms <= 0)
-		prov_cfg.agent_wait_ms = 120000;
+	struct provision_config *pc;
+
+	if (c->data_dir == NULL || c->agent_url == NULL || c->scripts_dir == NULL ||
+	    c->agent_binary == NULL || c->unit_file == NULL)
+		return err_set(err, errlen, ERR_INVAL,
+			       "provisioning: data_dir, agent_url, provision_scripts, agent_binary"
+			       " and agent_unit must all be set");
+	if ((pc = calloc(1, sizeof(*pc))) == NULL)
+		return err_set(err, errlen, ERR_NOMEM, "out of memory");
+	*pc = *c;
+	pc->data_dir = prov_dup(c->data_dir);
+	pc->server_name = prov_dup(c->server_name);
+	pc->agent_url = prov_dup(c->agent_url);
+	pc->agent_binary = prov_dup(c->agent_binary);
+	pc->scripts_dir = prov_dup(c->scripts_dir);
+	pc->unit_file = prov_dup(c->unit_file);
+	pc->do_url = prov_dup(c->do_url);
+	pc->hz_url = prov_dup(c->hz_url);
+	pc->do_token = pc->hz_token = NULL; /* kept sealed in settings */
+	if (pc->ssh_wait_ms <= 0)
+		pc->ssh_wait_ms = 300000;
+	if (pc->active_wait_ms <= 0)
+		pc->active_wait_ms = 600000;
+	if (pc->agent_wait_ms <= 0)
+		pc->agent_wait_ms = 120000;
+	atomic_store(&prov_snapshot, pc);
 	return 0;
+}
+
+/* The configuration snapshot, or NULL with the reason in err. */
+static const struct provision_config *
+prov_conf(char *err, size_t errlen)
+{
+	const struct provision_config *pc = atomic_load(&prov_snapshot);
+
+	if (pc == NULL)
+		err_set(err, errlen, ERR_BUSY,
+			"the controller's provisioning configuration is not loaded yet");
+	return pc;
 }
 
 struct prov_server {
@@ -137,7 +162,9 @@ prov_cloud(const char *provider, const struct cloud_driver **drv, struct cloud_c
 	   char **token, char *err, size_t errlen)
 {
 	struct store *s = store_thread();
-	char key[64], *sealed;
+	const struct provision_config *pc;
+	const char *url;
+	char key[64], *sealed, *bound;
 	int custom = strcmp(provider, "custom") == 0;
 
 	memset(ctx, 0, sizeof(*ctx));
@@ -146,6 +173,26 @@ prov_cloud(const char *provider, const struct cloud_driver **drv, struct cloud_c
 		return err_set(err, errlen, ERR_INVAL, "unknown provider %s", provider);
 	if (custom)
 		return 0;
+	if ((pc = prov_conf(err, errlen)) == NULL)
+		return ERR_BUSY;
+	/* A provider is used only where it is configured, and only at the URL its token was
+	 * given for: never a fallback to another. */
+	url = strcmp(provider, "digitalocean") == 0 ? pc->do_url : pc->hz_url;
+	if (url == NULL || url[0] == '\0')
+		return err_set(err, errlen, ERR_INVAL,
+			       "%s is not configured: set %s_url in stoked.conf and restart",
+			       provider, provider);
+	snprintf(key, sizeof(key), "url.%s", provider);
+	bound = store_text(s, "SELECT value FROM settings WHERE key = ?", "s", key);
+	if (bound != NULL && strcmp(bound, url) != 0) {
+		err_set(err, errlen, ERR_INVAL,
+			"the %s API token was given for %s, but %s_url is %s: set %s_token"
+			" again with the URL and restart",
+			provider, bound, provider, url, provider);
+		free(bound);
+		return ERR_INVAL;
+	}
+	free(bound);
 	snprintf(key, sizeof(key), "token.%s", provider);
 	sealed = store_text(s, "SELECT value FROM settings WHERE key = ? AND sealed = 1", "s", key);
 	if (sealed == NULL)
@@ -157,7 +204,7 @@ prov_cloud(const char *provider, const struct cloud_driver **drv, struct cloud_c
 		return ERR_CRYPTO;
 	}
 	free(sealed);
-	ctx->base_url = strcmp(provider, "digitalocean") == 0 ? prov_cfg.do_url : prov_cfg.hz_url;
+	ctx->base_url = url;
 	ctx->token = *token;
 	return 0;
 }
@@ -424,6 +471,7 @@ prov_undo_create(struct job_ctx *ctx, char *err, size_t errlen)
 static int
 prov_step_active(struct job_ctx *ctx, char *err, size_t errlen)
 {
+	const struct provision_config *pc;
 	struct store *s = job_store(ctx);
 	const struct cloud_driver *drv;
 	struct cloud_ctx cc;
@@ -432,6 +480,8 @@ prov_step_active(struct job_ctx *ctx, char *err, size_t errlen)
 	char *token = NULL;
 	int rc;
 
+	if ((pc = prov_conf(err, errlen)) == NULL)
+		return ERR_BUSY;
 	if ((rc = prov_load(s, job_resource_id(ctx), &v, err, errlen)) != 0)
 		return rc;
 	if ((rc = prov_move(ctx, "booting", 25, "waiting for the server to boot", err, errlen)) !=
@@ -440,7 +490,7 @@ prov_step_active(struct job_ctx *ctx, char *err, size_t errlen)
 	if ((rc = prov_cloud(v.provider, &drv, &cc, &token, err, errlen)) != 0)
 		goto out;
 	memset(&vm, 0, sizeof(vm));
-	rc = cloud_wait_active(drv, &cc, v.provider_id, prov_cfg.active_wait_ms, 1000, &vm, err,
+	rc = cloud_wait_active(drv, &cc, v.provider_id, pc->active_wait_ms, 1000, &vm, err,
 			       errlen);
 	if (rc == 0) {
 		if (vm.ipv4[0] == '\0')
@@ -496,10 +546,13 @@ static int
 prov_connect(struct job_ctx *ctx, struct prov_server *v, struct ssh_conn **c, int wait, char *err,
 	     size_t errlen)
 {
+	const struct provision_config *pc;
 	struct ssh_opts o = {0};
 	char *priv = NULL, aad[64], seen[128] = "";
 	int rc;
 
+	if ((pc = prov_conf(err, errlen)) == NULL)
+		return ERR_BUSY;
 	snprintf(aad, sizeof(aad), "server:%lld:ssh_key", (long long)v->id);
 	if ((rc = secrets_open(v->priv_sealed, aad, &priv, err, errlen)) != 0)
 		return rc;
@@ -511,7 +564,7 @@ prov_connect(struct job_ctx *ctx, struct prov_server *v, struct ssh_conn **c, in
 	o.cancel_cb = prov_cancel_cb;
 	o.cancel_arg = ctx;
 	if (wait)
-		rc = ssh_wait(&o, prov_cfg.ssh_wait_ms, NULL, NULL, c, seen, sizeof(seen), err,
+		rc = ssh_wait(&o, pc->ssh_wait_ms, NULL, NULL, c, seen, sizeof(seen), err,
 			      errlen);
 	else
 		rc = ssh_connect(&o, c, seen, sizeof(seen), err, errlen);
@@ -608,6 +661,7 @@ prov_sandbox(struct job_ctx *ctx, struct ssh_conn *c, struct prov_server *v)
 static int
 prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 {
+	const struct provision_config *pc;
 	struct store *s = job_store(ctx);
 	struct prov_log log = {.ctx = ctx};
 	struct prov_server v;
@@ -616,6 +670,8 @@ prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 	size_t len;
 	int rc;
 
+	if ((pc = prov_conf(err, errlen)) == NULL)
+		return ERR_BUSY;
 	if ((rc = prov_load(s, job_resource_id(ctx), &v, err, errlen)) != 0)
 		return rc;
 	log.seq = store_int(s, 0,
@@ -634,7 +690,7 @@ prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 		const char *rm[] = {"rm", "-f", rpath, NULL};
 		char scratch[256];
 
-		if ((rc = prov_read(prov_cfg.scripts_dir, "provision.sh", &script, &len, err,
+		if ((rc = prov_read(pc->scripts_dir, "provision.sh", &script, &len, err,
 				    errlen)) != 0 ||
 		    (rc = prov_connect(ctx, &v, &c, 0, err, errlen)) != 0)
 			goto out;
@@ -657,6 +713,7 @@ out:
 static int
 prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 {
+	const struct provision_config *pc;
 	struct store *s = job_store(ctx);
 	struct prov_log log = {.ctx = ctx};
 	struct enroll_opts eo = {0};
@@ -669,6 +726,8 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 	size_t len, i;
 	int rc;
 
+	if ((pc = prov_conf(err, errlen)) == NULL)
+		return ERR_BUSY;
 	/* A fresh folder per attempt: never one planted by someone else, never shared. */
 	rnd = crypto_token("", 8);
 	snprintf(dir, sizeof(dir), "/tmp/stoke-install-%s", rnd ? rnd : "x");
@@ -685,9 +744,9 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 		rc = err_set(err, errlen, ERR_IO, "mkdtemp: %s", strerror(errno));
 		goto out;
 	}
-	eo.data_dir = prov_cfg.data_dir;
-	eo.server_name = prov_cfg.server_name;
-	eo.controller = prov_cfg.agent_url;
+	eo.data_dir = pc->data_dir;
+	eo.server_name = pc->server_name;
+	eo.controller = pc->agent_url;
 	eo.out_dir = bundle;
 	eo.state_dir = "/var/lib/stoke-agent";
 	if ((rc = enroll_agent(s, v.name, &eo, NULL, err, errlen)) != 0 ||
@@ -710,20 +769,20 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 		free(data);
 		data = NULL;
 	}
-	if ((rc = atomicfile_read(prov_cfg.agent_binary, 256u << 20, &data, &len, err, errlen)) !=
+	if ((rc = atomicfile_read(pc->agent_binary, 256u << 20, &data, &len, err, errlen)) !=
 		0 ||
 	    (snprintf(path, sizeof(path), "%s/stoke-agent", dir),
 	     (rc = ssh_upload(c, path, data, len, 0755, err, errlen))) != 0)
 		goto out;
 	free(data);
 	data = NULL;
-	if ((rc = atomicfile_read(prov_cfg.unit_file, 1 << 20, &data, &len, err, errlen)) != 0 ||
+	if ((rc = atomicfile_read(pc->unit_file, 1 << 20, &data, &len, err, errlen)) != 0 ||
 	    (snprintf(path, sizeof(path), "%s/stoke-agent.service", dir),
 	     (rc = ssh_upload(c, path, data, len, 0644, err, errlen))) != 0)
 		goto out;
 	free(data);
 	data = NULL;
-	if ((rc = prov_read(prov_cfg.scripts_dir, "install-agent.sh", &data, &len, err, errlen)) !=
+	if ((rc = prov_read(pc->scripts_dir, "install-agent.sh", &data, &len, err, errlen)) !=
 		0 ||
 	    (snprintf(path, sizeof(path), "%s/install-agent.sh", dir),
 	     (rc = ssh_upload(c, path, data, len, 0700, err, errlen))) != 0)
@@ -767,8 +826,13 @@ static int
 prov_step_hello(struct job_ctx *ctx, char *err, size_t errlen)
 {
 	struct store *s = job_store(ctx);
-	int64_t id = job_resource_id(ctx), end = time_mono_ms() + prov_cfg.agent_wait_ms;
+	const struct provision_config *pc = prov_conf(err, errlen);
+	int64_t id = job_resource_id(ctx), end;
 	char *state;
+
+	if (pc == NULL)
+		return ERR_BUSY;
+	end = time_mono_ms() + pc->agent_wait_ms;
 
 	job_progress(ctx, 90, "waiting for the agent's hello");
 	for (;;) {
@@ -799,7 +863,7 @@ prov_step_hello(struct job_ctx *ctx, char *err, size_t errlen)
 			return err_set(err, errlen, ERR_TIMEOUT,
 				       "the agent did not say hello within %ld s (can the server"
 				       " reach %s?)",
-				       prov_cfg.agent_wait_ms / 1000, prov_cfg.agent_url);
+				       pc->agent_wait_ms / 1000, pc->agent_url);
 		events_wait(events_last_id(), 500);
 	}
 }

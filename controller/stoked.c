@@ -321,12 +321,16 @@ stoked_provision(const struct stoked_config *cfg, unsigned agent_port, char *err
 	struct store *s = store_thread();
 	const char *names[] = {"digitalocean", "hetzner"};
 	const char *tokens[] = {cfg->digitalocean_token, cfg->hetzner_token};
+	const char *urls[] = {cfg->digitalocean_url, cfg->hetzner_url};
 	char key[64], url[320], host[256], *sealed;
 	int i, rc;
 
 	for (i = 0; i < 2; i++) {
 		if (tokens[i] == NULL || tokens[i][0] == '\0')
 			continue;
+		if (urls[i] == NULL || urls[i][0] == '\0')
+			return err_set(err, errlen, ERR_INVAL, "%s_token is set but %s_url is empty",
+				       names[i], names[i]);
 		snprintf(key, sizeof(key), "token.%s", names[i]);
 		if ((rc = secrets_seal(tokens[i], key, &sealed, err, errlen)) != 0)
 			return rc;
@@ -337,9 +341,19 @@ stoked_provision(const struct stoked_config *cfg, unsigned agent_port, char *err
 		    " sealed = 1, updated_at = excluded.updated_at",
 		    "ssi", key, sealed, store_now_ms());
 		free(sealed);
+		/* The URL the token was given for: a token is never sent anywhere else. */
+		if (rc == 0) {
+			snprintf(key, sizeof(key), "url.%s", names[i]);
+			rc = store_exec(
+			    s,
+			    "INSERT INTO settings (key, value, sealed, updated_at) VALUES (?,?,0,?)"
+			    " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+			    " sealed = 0, updated_at = excluded.updated_at",
+			    "ssi", key, urls[i], store_now_ms());
+		}
 		if (rc != 0)
 			return err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
-		log_info("provider %s: API token imported (sealed)", names[i]);
+		log_info("provider %s: API token imported (sealed), for %s", names[i], urls[i]);
 	}
 	snprintf(host, sizeof(host), "%s", cfg->agent_listen);
 	if (strrchr(host, ':'))
@@ -393,7 +407,7 @@ stoked_main(int argc, char **argv)
 	struct api *api = NULL;
 	struct hub_opts hopts = {0};
 	struct hub *hub = NULL;
-	char err[1024], url[300], path[4096], host[256];
+	char err[1024], url[300], path[4096], dbpath[4096], host[256];
 	sigset_t set;
 	int check = 0, rc, sig;
 
@@ -428,33 +442,10 @@ stoked_main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	snprintf(path, sizeof(path), "%s/stoke.db", cfg.data_dir);
-	jopts.db_path = path;
-	jopts.workers = (int)cfg.workers;
-	jopts.lease_ms = cfg.job_lease;
-	if (jobs_start(&jopts, &jobs, err, sizeof(err)) != 0) {
-		log_error("%s", err);
-		goto out;
-	}
-	aopts.listen = cfg.api_listen;
-	aopts.body_max = (size_t)cfg.body_max;
-	aopts.max_conns = (unsigned)cfg.api_conns;
-	if (api_start(&aopts, &api, err, sizeof(err)) != 0) {
-		log_error("api: %s", err);
-		goto out;
-	}
-	snprintf(host, sizeof(host), "%s", cfg.api_listen);
-	if (strrchr(host, ':'))
-		*strrchr(host, ':') = '\0';
-	/* A wildcard address is reached on loopback from this machine. */
-	if (host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	snprintf(url, sizeof(url), "http://%s:%u", host, api_port(api));
-	if (stoked_first_token(url, err, sizeof(err)) != 0) {
-		log_error("%s", err);
-		goto out;
-	}
-	log_info("api listening on %s", url);
+	/* Start-up in one order: the configuration (parsed and checked above), the store, the
+	 * agent hub, the provisioning configuration, the API, and only then the job workers:
+	 * a job claimed at start (a dead controller's job whose lease expired, or a retry that
+	 * came due) never sees a half-made configuration. */
 	hopts.listen = cfg.agent_listen;
 	hopts.data_dir = cfg.data_dir;
 	hopts.server_name = cfg.agent_server_name;
@@ -477,6 +468,33 @@ stoked_main(int argc, char **argv)
 			log_warnx("%s", err);
 	}
 	if (stoked_provision(&cfg, hub_port(hub), err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
+	aopts.listen = cfg.api_listen;
+	aopts.body_max = (size_t)cfg.body_max;
+	aopts.max_conns = (unsigned)cfg.api_conns;
+	if (api_start(&aopts, &api, err, sizeof(err)) != 0) {
+		log_error("api: %s", err);
+		goto out;
+	}
+	snprintf(host, sizeof(host), "%s", cfg.api_listen);
+	if (strrchr(host, ':'))
+		*strrchr(host, ':') = '\0';
+	/* A wildcard address is reached on loopback from this machine. */
+	if (host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	snprintf(url, sizeof(url), "http://%s:%u", host, api_port(api));
+	if (stoked_first_token(url, err, sizeof(err)) != 0) {
+		log_error("%s", err);
+		goto out;
+	}
+	log_info("api listening on %s", url);
+	snprintf(dbpath, sizeof(dbpath), "%s/stoke.db", cfg.data_dir);
+	jopts.db_path = dbpath;
+	jopts.workers = (int)cfg.workers;
+	jopts.lease_ms = cfg.job_lease;
+	if (jobs_start(&jopts, &jobs, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		goto out;
 	}

@@ -189,6 +189,14 @@ static const char store_m8[] =
     /* the agent process last heard from (Poll.session): a new one means it restarted */
     "ALTER TABLE servers ADD COLUMN agent_session TEXT;";
 
-const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4,
-					store_m5, store_m6, store_m7, store_m8};
+static const char store_m9[] =
+    /* crash safety: a re-claim after a lease expiry is a resume, not an attempt; a job
+     * whose forward part ended (end_state: failed or cancelled) is undoing, and stays
+     * failed_dirty, retried, until its undo has finished */
+    "ALTER TABLE jobs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN end_state TEXT;"
+    "ALTER TABLE jobs ADD COLUMN undo_attempts INTEGER NOT NULL DEFAULT 0;";
+
+const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4, store_m5,
+					store_m6, store_m7, store_m8, store_m9};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);

@@ -32,12 +32,15 @@ t_wait 60 sh -c "[ \"\$(sqlite3 -cmd '.timeout 5000' '$DB' 'SELECT state FROM jo
 expected=$'step 0\nstep 1\nstep 2\nstep 3\nstep 4'
 [ "$(cat "$FX/effects.log")" = "$expected" ] || fail "effects: $(cat "$FX/effects.log")"
 runs=$(cat "$FX/runs.log")
-want=$'run 0 attempt 1\nrun 1 attempt 1\nrun 2 attempt 1\nrun 2 attempt 2\nrun 3 attempt 2\nrun 4 attempt 2'
+# The crash is not the job's failure: the same attempt resumes (attempts 1, resumes 1).
+want=$'run 0 attempt 1\nrun 1 attempt 1\nrun 2 attempt 1\nrun 2 attempt 1\nrun 3 attempt 1\nrun 4 attempt 1'
 [ "$runs" = "$want" ] || fail "runs differ; got:
 $runs"
+[ "$(t_sql "$DB" "SELECT attempts || ' ' || resumes FROM jobs WHERE id=$ID")" = "1 1" ] ||
+	fail "attempts and resumes: $(t_sql "$DB" "SELECT attempts, resumes FROM jobs WHERE id=$ID")"
 n=$(t_sql "$DB" "SELECT count(*) FROM events WHERE kind='job.state' AND resource_id=$ID AND data LIKE '%\"done\"%'")
 [ "$n" = 1 ] || fail "job $ID reported done $n times"
-ok "resumed at step two, every effect once, done once"
+ok "resumed at step two (a resume, not an attempt), every effect once, done once"
 
 # A `once` step interrupted by a crash is not run again.
 rm -f "$FX"/*.log
