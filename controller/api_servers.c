@@ -308,6 +308,14 @@ api_servers_create(struct api_req *r)
 		api_reply_db(r, s, "creating a server");
 		return;
 	}
+	{
+		char why[700];
+
+		if (provision_provider_ready(s, provider, why, sizeof(why)) != 0) {
+			api_reply_error(r, 400, "provider_not_configured", "provider: %s", why);
+			return;
+		}
+	}
 	if (n > 0) {
 		api_reply_error(r, 409, "conflict", "name: a server named %s exists already", name);
 		return;

@@ -155,6 +155,60 @@ prov_load(struct store *s, int64_t id, struct prov_server *v, char *err, size_t 
 	return 0;
 }
 
+/* Whether provider can be used: configured with a URL, a token imported for that very
+ * URL. 0, or ERR_INVAL / ERR_BUSY with the reason. */
+static int
+prov_provider_check(struct store *s, const char *provider, const char **url, char *err,
+		    size_t errlen)
+{
+	const struct provision_config *pc;
+	char key[64], *bound;
+	int64_t n;
+
+	if ((pc = prov_conf(err, errlen)) == NULL)
+		return ERR_BUSY;
+	/* A provider is used only where it is configured, and only at the URL its token was
+	 * given for: never a fallback to another. */
+	*url = strcmp(provider, "digitalocean") == 0 ? pc->do_url : pc->hz_url;
+	if (*url == NULL || (*url)[0] == '\0')
+		return err_set(err, errlen, ERR_INVAL,
+			       "%s is not configured: set %s_url in stoked.conf and restart",
+			       provider, provider);
+	snprintf(key, sizeof(key), "token.%s", provider);
+	n = store_int(s, -1, "SELECT count(*) FROM settings WHERE key = ? AND sealed = 1", "s",
+		      key);
+	if (n < 0)
+		return err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
+	if (n == 0)
+		return err_set(err, errlen, ERR_INVAL,
+			       "no API token for %s: set %s_token in stoked.conf and restart",
+			       provider, provider);
+	snprintf(key, sizeof(key), "url.%s", provider);
+	bound = store_text(s, "SELECT value FROM settings WHERE key = ?", "s", key);
+	if (bound != NULL && strcmp(bound, *url) != 0) {
+		err_set(err, errlen, ERR_INVAL,
+			"the %s API token was given for %s, but %s_url is %s: set %s_token"
+			" again with the URL and restart",
+			provider, bound, provider, *url, provider);
+		free(bound);
+		return ERR_INVAL;
+	}
+	free(bound);
+	return 0;
+}
+
+int
+provision_provider_ready(struct store *s, const char *provider, char *err, size_t errlen)
+{
+	const char *url;
+
+	if (strcmp(provider, "custom") == 0)
+		return 0;
+	if (cloud_lookup(provider) == NULL)
+		return err_set(err, errlen, ERR_INVAL, "unknown provider %s", provider);
+	return prov_provider_check(s, provider, &url, err, errlen);
+}
+
 /* A provider context for a server's provider: URL from the configuration, token from the
  * sealed settings. */
 static int
@@ -162,37 +216,18 @@ prov_cloud(const char *provider, const struct cloud_driver **drv, struct cloud_c
 	   char **token, char *err, size_t errlen)
 {
 	struct store *s = store_thread();
-	const struct provision_config *pc;
 	const char *url;
-	char key[64], *sealed, *bound;
-	int custom = strcmp(provider, "custom") == 0;
+	char key[64], *sealed;
+	int rc;
 
 	memset(ctx, 0, sizeof(*ctx));
 	*token = NULL;
 	if ((*drv = cloud_lookup(provider)) == NULL)
 		return err_set(err, errlen, ERR_INVAL, "unknown provider %s", provider);
-	if (custom)
+	if (strcmp(provider, "custom") == 0)
 		return 0;
-	if ((pc = prov_conf(err, errlen)) == NULL)
-		return ERR_BUSY;
-	/* A provider is used only where it is configured, and only at the URL its token was
-	 * given for: never a fallback to another. */
-	url = strcmp(provider, "digitalocean") == 0 ? pc->do_url : pc->hz_url;
-	if (url == NULL || url[0] == '\0')
-		return err_set(err, errlen, ERR_INVAL,
-			       "%s is not configured: set %s_url in stoked.conf and restart",
-			       provider, provider);
-	snprintf(key, sizeof(key), "url.%s", provider);
-	bound = store_text(s, "SELECT value FROM settings WHERE key = ?", "s", key);
-	if (bound != NULL && strcmp(bound, url) != 0) {
-		err_set(err, errlen, ERR_INVAL,
-			"the %s API token was given for %s, but %s_url is %s: set %s_token"
-			" again with the URL and restart",
-			provider, bound, provider, url, provider);
-		free(bound);
-		return ERR_INVAL;
-	}
-	free(bound);
+	if ((rc = prov_provider_check(s, provider, &url, err, errlen)) != 0)
+		return rc;
 	snprintf(key, sizeof(key), "token.%s", provider);
 	sealed = store_text(s, "SELECT value FROM settings WHERE key = ? AND sealed = 1", "s", key);
 	if (sealed == NULL)

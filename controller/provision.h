@@ -27,6 +27,9 @@ struct provision_config {
 /* Keeps a copy of c (strings duplicated); call before jobs start. */
 int provision_configure(const struct provision_config *c, char *err, size_t errlen);
 void provision_register(void);
+/* 0 when servers can be made at provider now (custom always): its URL configured and a
+ * token imported for that URL. Else ERR_INVAL (or ERR_BUSY before start-up ends) and why. */
+int provision_provider_ready(struct store *s, const char *provider, char *err, size_t errlen);
 
 /* Makes the server's SSH key pair unless it has one (private half sealed). Custom servers
  * get theirs at once, so the API can show the public half to install. */

@@ -270,6 +270,10 @@ post_json POST /servers "{\"name\":\"web-2\",\"provider\":\"custom\",\"ipv4\":\"
 bad 400 invalid_field "bad ipv4"
 post_json POST /servers '{"name":"web-2","provider":"hetzner","size":"cx22"}'
 bad 400 missing_field "cloud server without region"
+# No token for hetzner in this controller: refused at the edge, no job, no request anywhere.
+post_json POST /servers '{"name":"web-2","provider":"hetzner","region":"fsn1","size":"cx22"}'
+bad 400 provider_not_configured "server at a provider with no token"
+jq -e '.error.message | contains("hetzner_token")' "$BODY" >/dev/null || fail "unconfigured provider: the message does not say what to set"
 post_json POST /servers "{\"name\":\"web-2\",$SRV,\"ssh_port\":\"22\"}"
 bad 400 invalid_field "ssh_port as a string"
 post_json POST /servers "{\"name\":\"web-2\",$SRV,\"ssh_port\":70000}"
