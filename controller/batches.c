@@ -326,7 +326,7 @@ batches_step_run(struct job_ctx *ctx, char *err, size_t errlen)
 	struct store *s = job_store(ctx);
 	struct store_stmt *st;
 	int64_t seen, now, batch_size = 0, pickup = 0, timeout = 0, active, cancel_at = 0;
-	char *state = NULL, why[160];
+	char *state = NULL, why[256];
 	int released, cancel_sent = 0, rc = 0;
 	int64_t last_look = 0, picked = -1, quiet_since = store_now_ms();
 
@@ -398,7 +398,9 @@ batches_step_run(struct job_ctx *ctx, char *err, size_t errlen)
 		} else {
 			/* Not taken by its agent in time: offline, reported, not waited for. */
 			snprintf(why, sizeof(why),
-				 "agent offline: it did not take the command within %lld s",
+				 "agent offline: it did not confirm the command within %lld s (if it"
+				 " had received it, it may have run it; it is told to cancel it when"
+				 " it is back)",
 				 (long long)(pickup / 1000));
 			/* One already handed to a connection that went quiet: should its agent
 			 * wake up with it, it is told to cancel it. */

@@ -494,6 +494,7 @@ stoked_main(int argc, char **argv)
 	jopts.db_path = dbpath;
 	jopts.workers = (int)cfg.workers;
 	jopts.lease_ms = cfg.job_lease;
+	jopts.max_resumes = (int)cfg.job_max_resumes;
 	if (jobs_start(&jopts, &jobs, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		goto out;

@@ -42,6 +42,9 @@ const struct config_opt stoked_config_opts[] = {
     {"job_lease", CONFIG_DURATION, OPT(job_lease), "30s", 1000, 3600000, NULL,
      "how long a job's lease lasts without a heartbeat (a crashed controller's jobs resume "
      "after it)"},
+    {"job_max_resumes", CONFIG_INT, OPT(job_max_resumes), "10", 1, 1000, NULL,
+     "times a job may be resumed after the controller stopped under it before it fails (a "
+     "job that kills the controller each time); resumes are not attempts"},
     {"api_body_max", CONFIG_INT, OPT(body_max), "1048576", 1024, 67108864, NULL,
      "largest request body the API accepts, in bytes"},
     {"api_connections", CONFIG_INT, OPT(api_conns), "256", 4, 4096, NULL,

@@ -16,6 +16,7 @@ struct stoked_config {
 	char *log_level;
 	long workers;
 	long job_lease; /* ms */
+	long job_max_resumes;
 	long body_max;	/* bytes */
 	long api_conns;
 	char *agent_server_name; /* DNS name in the controller's agent certificate */
