@@ -32,6 +32,9 @@
 
 #define HUB_PROTOCOL 1
 #define HUB_MSG_MAX (1024 * 1024)
+/* Output sequence numbers an agent may use: a line's key is seq << 16 | line, in 63 bits. */
+#define HUB_SEQ_MAX ((uint64_t)1 << 40)
+
 /* How often a polling agent's last_seen is written: well inside the offline threshold. */
 #define HUB_SEEN_MS(h) ((h)->opts.offline_ms / 12 < 5000 ? (h)->opts.offline_ms / 12 : 5000)
 #define HUB_MIN_IDLE 8
@@ -549,8 +552,41 @@ hub_exec_ok(struct hub *h, int rc)
 	return rc;
 }
 
+/* Whether output for command id of server_id may be stored, and how many bytes of it it
+ * has: a command of another server, a finished one, a sequence number out of range: no. */
+static int
+hub_output_allowed(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id,
+		   int64_t *bytes)
+{
+	struct store_stmt *st;
+	int ok = 0;
+
+	if (o->seq == 0 || o->seq > HUB_SEQ_MAX) {
+		log_warnx("hub: server %lld: output for command %llu with sequence number %llu"
+			  " (out of range) ignored",
+			  (long long)server_id, (unsigned long long)o->command_id,
+			  (unsigned long long)o->seq);
+		return 0;
+	}
+	st = store_query(h->s,
+			 "SELECT state, output_bytes FROM commands WHERE id = ? AND server_id = ?",
+			 "ii", (int64_t)o->command_id, server_id);
+	if (st != NULL && store_step(st) == STORE_ROW) {
+		const char *state = store_col_text(st, 0);
+
+		*bytes = store_col_int(st, 1);
+		/* An agent sends a command's output before its result: output that comes after
+		 * the command ended (or was cancelled, or given up as offline) is not its own. */
+		ok = strcmp(state, "done") != 0 && strcmp(state, "failed") != 0 &&
+		     strcmp(state, "cancelled") != 0 && strcmp(state, "offline") != 0;
+	}
+	store_finalize(st);
+	return ok;
+}
+
 /* Stores one output chunk (idempotent: lines are keyed by command and sequence number); a
- * chunk for a command that is not this agent's is ignored. */
+ * chunk for a command that is not this agent's, or finished, is ignored; past output_max
+ * bytes a command's output is cut with a marker line. */
 static void
 hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
 {
@@ -560,11 +596,18 @@ hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
 									      : "stdout";
 	const char *p = (const char *)o->data.data, *end = p + o->data.len, *nl;
 	struct store_stmt *ins;
-	int64_t line = 0;
+	int64_t line = 0, bytes = 0, added = 0, room;
+	int cut = 0;
 
-	if (store_int(h->s, 0, "SELECT count(*) FROM commands WHERE id = ? AND server_id = ?", "ii",
-		      (int64_t)o->command_id, server_id) == 0)
+	if (!hub_output_allowed(h, o, server_id, &bytes))
 		return;
+	if (bytes > h->opts.output_max)
+		return; /* cut already, marker stored */
+	room = h->opts.output_max - bytes;
+	if ((int64_t)o->data.len > room) {
+		end = p + room;
+		cut = 1;
+	}
 	/* one statement, bound again for each line */
 	ins = store_query(h->s,
 			  "INSERT OR IGNORE INTO output_lines (owner_kind, owner_id, seq,"
@@ -572,23 +615,43 @@ hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
 			  "");
 	if (ins == NULL)
 		h->txn_failed = 1;
-	while (ins != NULL && p < end && line < 65536) {
+	while (ins != NULL && p < end && line < 0xffff) {
 		nl = memchr(p, '\n', (size_t)(end - p));
 		if (store_rebind(ins, "iisit", (int64_t)o->command_id,
 				 ((int64_t)o->seq << 16) | line, stream, now, p,
 				 (size_t)(nl ? nl - p : end - p)) != 0 ||
 		    store_step(ins) != STORE_DONE)
 			h->txn_failed = 1;
+		else if (store_changes(h->s) > 0) /* a chunk sent again is not counted twice */
+			added += (nl ? nl + 1 : end) - p;
 		line++;
 		p = nl ? nl + 1 : end;
 	}
+	if (ins != NULL && cut) {
+		char mark[96];
+		int n = snprintf(mark, sizeof(mark),
+				 "[stoke: output cut here: more than %lld bytes]",
+				 (long long)h->opts.output_max);
+
+		if (store_rebind(ins, "iisit", (int64_t)o->command_id,
+				 ((int64_t)o->seq << 16) | 0xffff, "system", now, mark,
+				 (size_t)n) != 0 ||
+		    store_step(ins) != STORE_DONE)
+			h->txn_failed = 1;
+		log_warnx("hub: server %lld: command %llu: output cut at %lld bytes",
+			  (long long)server_id, (unsigned long long)o->command_id,
+			  (long long)h->opts.output_max);
+	}
 	store_finalize(ins);
 	h->txn_lines += line;
+	/* A cut command's count goes past the limit: nothing more is stored for it. */
 	hub_exec_ok(h, store_exec(h->s,
-				  "UPDATE commands SET state = 'running', started_at ="
-				  " coalesce(started_at, ?) WHERE id = ? AND state IN ('sent',"
-				  " 'queued')",
-				  "ii", now, (int64_t)o->command_id));
+				  "UPDATE commands SET output_bytes = ?, started_at ="
+				  " coalesce(started_at, ?), state = CASE WHEN state IN ('sent',"
+				  " 'queued') THEN 'running' ELSE state END WHERE id = ?",
+				  "iii",
+				  cut ? (int64_t)h->opts.output_max + 1 : bytes + added,
+				  now, (int64_t)o->command_id));
 }
 
 /*
@@ -1071,6 +1134,8 @@ hub_start(const struct hub_opts *opts, struct hub **out, char *err, size_t errle
 		h->opts.park_ms = 25000;
 	if (h->opts.offline_ms <= 0)
 		h->opts.offline_ms = 60000;
+	if (h->opts.output_max <= 0)
+		h->opts.output_max = 64LL << 20;
 	h->qtail = &h->queue;
 	{
 		/* Recursive: nng may finish an aio (and call hub_cb) inside a send. */

@@ -19,6 +19,7 @@ struct hub_opts {
 	const char *server_name; /* DNS name in the controller certificate */
 	long park_ms;		 /* how long a poll is parked; 0 = 25000 */
 	long offline_ms;	 /* silence before an agent is offline; 0 = 60000 */
+	long long output_max;	 /* output bytes kept per command, then a marker; 0 = 64 MiB */
 };
 
 int hub_start(const struct hub_opts *opts, struct hub **out, char *err, size_t errlen);

@@ -450,6 +450,7 @@ stoked_main(int argc, char **argv)
 	hopts.data_dir = cfg.data_dir;
 	hopts.server_name = cfg.agent_server_name;
 	hopts.park_ms = cfg.agent_park;
+	hopts.output_max = cfg.command_output_max;
 	if (hub_start(&hopts, &hub, err, sizeof(err)) != 0) {
 		log_error("%s", err);
 		goto out;

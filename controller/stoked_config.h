@@ -17,6 +17,7 @@ struct stoked_config {
 	long workers;
 	long job_lease; /* ms */
 	long job_max_resumes;
+	long command_output_max;
 	long body_max;	/* bytes */
 	long api_conns;
 	char *agent_server_name; /* DNS name in the controller's agent certificate */

@@ -7,6 +7,9 @@
  *        (CERT_FILE KEY_FILE given as "-" "-" for no client certificate)
  * exit:  0 nothing came back (or a Refused), 3 the controller answered the poll,
  *        2 usage or local error (1 is left to sanitizers). Prints what happened.
+ * ROGUE_OUTPUT="ID:SEQ:BYTES:COUNT" (after an answered poll): sends COUNT output chunks for
+ * command ID, sequence numbers SEQ, SEQ+1, ..., each one line of BYTES bytes (newline
+ * included), as a compromised agent might; prints how many were acknowledged.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +35,52 @@ rogue_read(const char *path)
 		exit(2);
 	}
 	return text;
+}
+
+/* Sends the output chunks ROGUE_OUTPUT asks for, each as one request; counts the acks. */
+static void
+rogue_output(nng_socket sock, char *agent_id, char *secret, const char *spec)
+{
+	unsigned long long id, seq, bytes, count, i, acked = 0;
+	Stoke__Envelope env = STOKE__ENVELOPE__INIT, *reply;
+	Stoke__OutputChunk o = STOKE__OUTPUT_CHUNK__INIT;
+	uint8_t *line;
+	nng_msg *m;
+
+	if (sscanf(spec, "%llu:%llu:%llu:%llu", &id, &seq, &bytes, &count) != 4 || bytes == 0 ||
+	    bytes > (1u << 20) || (line = malloc(bytes)) == NULL) {
+		fprintf(stderr, "rogue_agent: ROGUE_OUTPUT=ID:SEQ:BYTES:COUNT\n");
+		exit(2);
+	}
+	memset(line, 'x', bytes - 1);
+	line[bytes - 1] = '\n';
+	env.protocol_version = 1;
+	env.body_case = STOKE__ENVELOPE__BODY_OUTPUT;
+	env.output = &o;
+	o.agent_id = agent_id;
+	o.secret = secret;
+	o.command_id = id;
+	o.stream = STOKE__STREAM_KIND__STREAM_STDOUT;
+	o.data.data = line;
+	o.data.len = bytes;
+	for (i = 0; i < count; i++) {
+		o.seq = seq + i;
+		if (nng_msg_alloc(&m, stoke__envelope__get_packed_size(&env)) != 0)
+			break;
+		stoke__envelope__pack(&env, nng_msg_body(m));
+		if (nng_sendmsg(sock, m, 0) != 0) {
+			nng_msg_free(m);
+			break;
+		}
+		if (nng_recvmsg(sock, &m, 0) != 0)
+			break;
+		reply = stoke__envelope__unpack(NULL, nng_msg_len(m), nng_msg_body(m));
+		acked += reply && reply->body_case == STOKE__ENVELOPE__BODY_ACK;
+		stoke__envelope__free_unpacked(reply, NULL);
+		nng_msg_free(m);
+	}
+	printf("output: %llu of %llu chunks acknowledged\n", acked, count);
+	free(line);
 }
 
 int
@@ -105,5 +154,7 @@ main(int argc, char **argv)
 		printf("accepted: the controller answered the poll\n");
 	stoke__envelope__free_unpacked(reply, NULL);
 	nng_msg_free(m);
+	if (getenv("ROGUE_OUTPUT") != NULL)
+		rogue_output(sock, argv[6], argv[7], getenv("ROGUE_OUTPUT"));
 	return 3;
 }
