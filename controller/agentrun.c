@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "agentcmd.h"
+#include "commands.h"
 #include "err.h"
 #include "events.h"
 #include "hub.h"
@@ -23,23 +24,30 @@ agentrun_queue(struct job_ctx *ctx, int64_t server_id, const char *kind, const c
 	       const struct agentrun_opts *o, int64_t *id, char *err, size_t errlen)
 {
 	struct store *s = job_store(ctx);
-	char *normal = NULL, idtext[32];
+	char *normal = NULL, *shown = NULL, *sealed = NULL, idtext[32];
 	int rc;
 
 	if ((rc = agentcmd_validate(kind, payload, &normal, err, errlen)) != 0)
 		return rc;
+	/* Environments and keys are kept sealed: the row shows "(sealed)". */
+	rc = commands_payload_seal(normal, &shown, &sealed, err, errlen);
+	explicit_bzero(normal, strlen(normal));
+	free(normal);
+	normal = NULL;
+	if (rc != 0)
+		return rc;
 	if (store_begin(s) != 0) {
-		free(normal);
-		return err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
+		rc = err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
+		goto out;
 	}
 	if (store_exec(s,
-		       "INSERT INTO commands (server_id, kind, payload, owner_kind, owner_id,"
-		       " created_at) VALUES (?,?,?,?,?,?)",
-		       "isssii", server_id, kind, normal, o->owner_kind, o->owner_id,
+		       "INSERT INTO commands (server_id, kind, payload, payload_sealed, owner_kind,"
+		       " owner_id, created_at) VALUES (?,?,?,?,?,?,?)",
+		       "issssii", server_id, kind, shown, sealed, o->owner_kind, o->owner_id,
 		       store_now_ms()) != 0) {
 		store_rollback(s);
-		free(normal);
-		return err_set(err, errlen, ERR_DB, "queue %s: %s", kind, store_errmsg(s));
+		rc = err_set(err, errlen, ERR_DB, "queue %s: %s", kind, store_errmsg(s));
+		goto out;
 	}
 	*id = store_last_id(s);
 	snprintf(idtext, sizeof(idtext), "%lld", (long long)*id);
@@ -48,13 +56,16 @@ agentrun_queue(struct job_ctx *ctx, int64_t server_id, const char *kind, const c
 		   " ON CONFLICT (job_id, key) DO UPDATE SET value = excluded.value",
 		   "iss", job_id(ctx), o->key, idtext);
 	events_emit(s, "system", "command.state", "command", *id, "{\"state\":\"queued\"}");
-	free(normal);
 	if (store_commit(s) != 0) {
 		store_rollback(s);
-		return err_set(err, errlen, ERR_DB, "queue %s: %s", kind, store_errmsg(s));
+		rc = err_set(err, errlen, ERR_DB, "queue %s: %s", kind, store_errmsg(s));
+		goto out;
 	}
 	hub_notify();
-	return 0;
+out:
+	free(shown);
+	free(sealed);
+	return rc;
 }
 
 static void

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "agentcmd.h"
+#include "commands.h"
 #include "err.h"
 #include "events.h"
 #include "hub.h"
@@ -19,45 +20,13 @@
 	"SELECT id, server_id, batch_id, kind, payload, state, acked, exit_code, signal,"          \
 	" error, result, created_at, sent_at, started_at, finished_at FROM commands"
 
-/* Keys whose values are never shown (environments, file contents, keys, secrets). */
-static const char *const api_commands_secret_keys[] = {
-    "env",	   "environment", "content", "contents", "data",  "key",
-    "private_key", "deploy_key",  "secret",  "password", "token", NULL};
-
-static void
-api_commands_redact(json_t *v, int depth)
-{
-	const char *key;
-	json_t *e;
-	size_t i;
-
-	if (depth > 8)
-		return;
-	if (json_is_array(v)) {
-		json_array_foreach(v, i, e) api_commands_redact(e, depth + 1);
-		return;
-	}
-	if (!json_is_object(v))
-		return;
-	json_object_foreach(v, key, e)
-	{
-		for (i = 0; api_commands_secret_keys[i] != NULL; i++)
-			if (strcmp(key, api_commands_secret_keys[i]) == 0)
-				break;
-		if (api_commands_secret_keys[i] != NULL)
-			json_object_set_new(v, key, json_string("(redacted)"));
-		else
-			api_commands_redact(e, depth + 1);
-	}
-}
-
 static json_t *
 api_commands_render(struct store_stmt *st)
 {
 	json_t *o = api_json_row(st);
 
 	if (o != NULL)
-		api_commands_redact(json_object_get(o, "payload"), 0);
+		commands_redact(json_object_get(o, "payload"), "(redacted)");
 	return o;
 }
 
@@ -224,7 +193,7 @@ api_commands_create(struct api_req *r)
 	json_t *body = api_req_body(r), *o = NULL, *payload, *ev;
 	struct store *s = api_req_store(r);
 	struct store_stmt *st;
-	char err[512], *text = NULL, *normal = NULL, *data = NULL;
+	char err[512], *text = NULL, *normal = NULL, *data = NULL, *shown = NULL, *sealed = NULL;
 	const char *kind;
 	int64_t server, id;
 	int rc;
@@ -257,12 +226,13 @@ api_commands_create(struct api_req *r)
 	if ((ev = json_pack("{s:I, s:s}", "server_id", (json_int_t)server, "kind", kind)) != NULL)
 		data = json_dumps(ev, JSON_COMPACT);
 	json_decref(ev);
-	if (data == NULL || store_begin(s) != 0)
+	if (data == NULL || commands_payload_seal(normal, &shown, &sealed, err, sizeof(err)) != 0 ||
+	    store_begin(s) != 0)
 		goto fail;
 	if (store_exec(s,
-		       "INSERT INTO commands (server_id, kind, payload, state, created_at)"
-		       " VALUES (?, ?, ?, 'queued', ?)",
-		       "issi", server, kind, normal, store_now_ms()) != 0)
+		       "INSERT INTO commands (server_id, kind, payload, payload_sealed, state,"
+		       " created_at) VALUES (?, ?, ?, ?, 'queued', ?)",
+		       "isssi", server, kind, shown, sealed, store_now_ms()) != 0)
 		goto fail_tx;
 	id = store_last_id(s);
 	if (events_emit(s, api_req_actor(r), "command.queued", "command", id, data) != 0 ||
@@ -287,6 +257,8 @@ fail_tx:
 fail:
 	api_reply_db(r, s, "queueing a command");
 out:
+	free(shown);
+	free(sealed);
 	free(normal);
 	free(data);
 }

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "agentcmd.h"
+#include "commands.h"
 #include "err.h"
 #include "events.h"
 #include "hub.h"
@@ -59,7 +60,7 @@ batches_create(struct store *s, const struct batches_spec *spec, const int64_t *
 {
 	struct jobs_enqueue_opts jo = {0};
 	json_t *p = NULL;
-	char *text = NULL, *normal = NULL, jp[64];
+	char *text = NULL, *normal = NULL, *sealed = NULL, jp[64];
 	const char *kind = spec->script ? "script" : "exec";
 	long timeout = spec->timeout_s > 0 ? spec->timeout_s : BATCHES_TIMEOUT_DEFAULT_S;
 	int64_t now = store_now_ms(), id = 0, job = 0, out_from;
@@ -86,8 +87,15 @@ batches_create(struct store *s, const struct batches_spec *spec, const int64_t *
 	free(text);
 	if (rc != 0)
 		return rc;
+	/* anything secret in it is kept sealed (one payload for every server) */
+	text = normal;
+	rc = commands_payload_seal(text, &normal, &sealed, err, errlen);
+	free(text);
+	if (rc != 0)
+		return rc;
 	if (store_begin(s) != 0) {
 		free(normal);
+		free(sealed);
 		return err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
 	}
 	out_from = store_int(s, 0, "SELECT coalesce(max(id), 0) FROM output_lines", "");
@@ -109,10 +117,10 @@ batches_create(struct store *s, const struct batches_spec *spec, const int64_t *
 		if (spec->batch_size <= 0 || i < (size_t)spec->batch_size)
 			state = batches_online(s, servers[i]) ? "queued" : "offline";
 		if (store_exec(s,
-			       "INSERT INTO commands (server_id, batch_id, kind, payload, state,"
-			       " error, owner_kind, owner_id, created_at) VALUES (?, ?, ?, ?, ?, ?,"
-			       " 'batch', ?, ?)",
-			       "iissssii", servers[i], id, kind, normal, state,
+			       "INSERT INTO commands (server_id, batch_id, kind, payload,"
+			       " payload_sealed, state, error, owner_kind, owner_id, created_at)"
+			       " VALUES (?, ?, ?, ?, ?, ?, ?, 'batch', ?, ?)",
+			       "iisssssii", servers[i], id, kind, normal, sealed, state,
 			       strcmp(state, "offline") == 0 ? "agent offline" : NULL, id,
 			       now) != 0)
 			goto db;
@@ -143,6 +151,7 @@ batches_create(struct store *s, const struct batches_spec *spec, const int64_t *
 	if (store_commit(s) != 0)
 		goto db;
 	free(normal);
+	free(sealed);
 	if (queued)
 		hub_notify();
 	log_info("batch %lld [%s]: %zu server(s), %zu queued, %zu offline, %d at a time, by %s",
@@ -154,6 +163,7 @@ db:
 fail:
 	store_rollback(s);
 	free(normal);
+	free(sealed);
 	return rc;
 }
 

@@ -20,6 +20,7 @@
 #include <nng/supplemental/tls/tls.h>
 
 #include "agentcmd.h"
+#include "commands.h"
 #include "ca.h"
 #include "crypto.h"
 #include "err.h"
@@ -737,6 +738,16 @@ hub_store_result(struct hub *h, const Stoke__Result *r, int64_t server_id)
 	free(facts);
 }
 
+/* Frees a payload that may have held secrets, wiped first. */
+static void
+hub_wipe(char *p)
+{
+	if (p != NULL) {
+		explicit_bzero(p, strlen(p));
+		free(p);
+	}
+}
+
 /* Hands the next queued command for server_id to the poll parked on c (in the round's
  * transaction). 1 if c was answered or taken, 0 if there is nothing to send. */
 static int
@@ -747,6 +758,7 @@ hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
 	int64_t id = 0;
 	uint8_t *buf;
 	size_t n = 0;
+	int opened;
 
 	/* A poll parked before its agent was revoked gets nothing more. */
 	if (store_int(h->s, 1, "SELECT agent_revoked FROM servers WHERE id = ?", "i", server_id)) {
@@ -755,25 +767,30 @@ hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
 	}
 	for (;;) {
 		st = store_query(h->s,
-				 "SELECT id, kind, payload FROM commands WHERE server_id = ? AND"
-				 " state = 'queued' ORDER BY id LIMIT 1",
+				 "SELECT id, kind, payload, payload_sealed FROM commands WHERE"
+				 " server_id = ? AND state = 'queued' ORDER BY id LIMIT 1",
 				 "i", server_id);
 		id = 0;
+		n = 0;
+		opened = 0;
 		if (st && store_step(st) == STORE_ROW) {
 			id = store_col_int(st, 0);
 			kind = strdup(store_col_text(st, 1));
-			payload = strdup(store_col_text(st, 2));
+			/* a sealed payload is opened only here, to be sent */
+			opened = commands_payload_open(store_col_text(st, 2), store_col_text(st, 3),
+						       &payload, err, sizeof(err)) == 0;
 		}
 		store_finalize(st);
 		if (id == 0)
 			return 0;
-		if (kind == NULL || payload == NULL) {
+		if (kind == NULL) {
 			free(kind);
 			free(payload);
 			h->txn_failed = 1;
 			return 0;
 		}
-		if (agentcmd_pack((uint64_t)id, kind, payload, &buf, &n, err, sizeof(err)) == 0 &&
+		if (opened &&
+		    agentcmd_pack((uint64_t)id, kind, payload, &buf, &n, err, sizeof(err)) == 0 &&
 		    n <= HUB_MSG_MAX)
 			break;
 		if (n > HUB_MSG_MAX)
@@ -785,7 +802,7 @@ hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
 				       "sii", n > HUB_MSG_MAX ? "command too large to send" : err,
 				       store_now_ms(), id));
 		free(kind);
-		free(payload);
+		hub_wipe(payload);
 		kind = payload = NULL;
 	}
 	hub_exec_ok(h,
@@ -796,7 +813,7 @@ hub_send_next(struct hub *h, struct hub_ctx *c, int64_t server_id)
 		  (long long)server_id);
 	hub_pend(h, c, buf, n, server_id);
 	free(kind);
-	free(payload);
+	hub_wipe(payload);
 	return 1;
 }
 

@@ -201,6 +201,12 @@ static const char store_m10[] =
     /* what an agent may send is bounded: bytes of output stored per command */
     "ALTER TABLE commands ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT 0;";
 
-const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4, store_m5,
-					store_m6, store_m7, store_m8, store_m9, store_m10};
+static const char store_m11[] =
+    /* a command's payload with its secret values (environments, file contents, keys), sealed;
+     * payload then shows them as "(sealed)" (commands.c) */
+    "ALTER TABLE commands ADD COLUMN payload_sealed TEXT;";
+
+const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4,
+					store_m5, store_m6, store_m7, store_m8,
+					store_m9, store_m10, store_m11};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);

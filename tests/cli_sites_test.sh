@@ -258,6 +258,13 @@ cmp -s "$T_TMP/out" "$T_TMP/live.lines" || sfail "deploy log differs from the li
 [ "$(grep -c '^first line$' "$T_TMP/out")" = 1 ] || sfail "a line repeated"
 expect 0 deploy log "$D2" --follow
 [ "$(head -n -1 "$T_TMP/out")" = "$(cat "$T_TMP/live.lines")" ] || sfail "deploy log --follow of an ended deployment"
+# The environment reached the deploy script, yet no value is in clear at rest: not in the
+# store, its WAL, nor the controller's log (the deploy command's payload keeps it sealed).
+for f in "$DATA"/stoke.db* "$DATA/stoked.log"; do
+	! grep -aq 'pw-never-shown-77' "$f" || fail "an environment value is in clear in $(basename "$f")"
+done
+sqlite3 -cmd '.timeout 5000' "$DATA/stoke.db" "SELECT payload FROM commands WHERE kind = 'script'" | grep -q '"env":"(sealed)"' ||
+	fail "the deploy command's payload does not show its environment as sealed"
 expect 0 deploy log "$D2" --json
 [ "$(jq -r '.items[].text' <<<"$OUT")" = "$(cat "$T_TMP/live.lines")" ] || sfail "deploy log --json"
 ok "deploy --follow: lines shown while the script runs, result, exit 0; the log afterwards equals them"

@@ -59,7 +59,9 @@ t_wait 30 bash -c "[ \"\$(curl -sS -H 'Authorization: Bearer $STOKE_TOKEN' $T_UR
 kill -STOP "${PID[a49]}"
 t0=$SECONDS
 set +e
-"$STOKE" run --all --timeout 3 --pickup 5 --script "$T_TMP/mixed.sh" >"$T_TMP/run.out" 2>"$T_TMP/run.err"
+# A 12 s limit: 50 scripts starting at once on a busy 2-core machine took more than 3 s
+# before their first line (the sleepers still time out; the frozen agent is not waited on).
+"$STOKE" run --all --timeout 12 --pickup 5 --script "$T_TMP/mixed.sh" >"$T_TMP/run.out" 2>"$T_TMP/run.err"
 rc=$?
 set -e
 took=$((SECONDS - t0))
@@ -69,7 +71,7 @@ SUMMARY=$(grep '^batch ' "$T_TMP/run.err") || fail "no summary: $(cat "$T_TMP/ru
 grep -qx '  exit 3: a3,a13,a23,a33,a43' "$T_TMP/run.err" || fail "exit codes: $(cat "$T_TMP/run.err")"
 grep -qx '  timed out: a7,a17,a27,a37,a47' "$T_TMP/run.err" || fail "timeouts: $(cat "$T_TMP/run.err")"
 grep -qx '  offline: a49,a50' "$T_TMP/run.err" || fail "offline: $(cat "$T_TMP/run.err")"
-[ $took -lt 20 ] || fail "the batch took $took s: the frozen agent was waited on"
+[ $took -lt 40 ] || fail "the batch took $took s: the frozen agent was waited on"
 ok "mixed exits, time limits, offline and frozen agents: right summary in $took s, exit 1"
 
 # Complete output: 20 lines from each of the 48 that ran, "done" from the 38 that ended
