@@ -4,6 +4,7 @@
  * eventfd and wait on their own condition variable. What the messages mean is channel.c's.
  */
 #include "wire.h"
+#include "wire_frame.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -32,8 +33,6 @@
 #include "log.h"
 #include "timeutil.h"
 
-#define WIRE_PROTO_REQ0 0x30 /* nng's protocol numbers: req0 is us, rep0 the peer */
-#define WIRE_PROTO_REP0 0x31
 /* TCP connect, TLS handshake and SP header, together. Generous: when a thousand agents
  * dial at once (a controller restart), handshakes queue at the controller, and giving up
  * early only makes each one start over. */
@@ -302,9 +301,10 @@ static int
 wire_connect(struct wire *w)
 {
 	int64_t deadline = time_mono_ms() + WIRE_CONNECT_MS;
-	uint8_t hdr[8] = {0, 'S', 'P', 0, 0, WIRE_PROTO_REQ0, 0, 0}, peer[8];
+	uint8_t hdr[8], peer[8];
 	int rv;
 
+	wire_frame_sp_header(hdr, WIRE_PROTO_REQ0);
 	if (wire_tcp_connect(w, deadline) != 0)
 		return -1;
 	mbedtls_ssl_init(&w->ssl);
@@ -340,33 +340,12 @@ wire_connect(struct wire *w)
 	if (wire_tls_io(w, 1, hdr, sizeof(hdr), deadline) != 0 ||
 	    wire_tls_io(w, 0, peer, sizeof(peer), deadline) != 0)
 		return -1;
-	if (peer[0] != 0 || peer[1] != 'S' || peer[2] != 'P' || peer[3] != 0 || peer[6] != 0 ||
-	    peer[7] != 0 || ((peer[4] << 8) | peer[5]) != WIRE_PROTO_REP0) {
+	if (wire_frame_sp_check(peer, WIRE_PROTO_REP0) != 0) {
 		snprintf(w->why, sizeof(w->why),
 			 "the peer does not speak the controller's protocol (SP header)");
 		return -1;
 	}
 	return 0;
-}
-
-static void
-wire_put_be(uint8_t *p, uint64_t v, int n)
-{
-	while (n-- > 0) {
-		p[n] = (uint8_t)v;
-		v >>= 8;
-	}
-}
-
-static uint64_t
-wire_get_be(const uint8_t *p, int n)
-{
-	uint64_t v = 0;
-	int i;
-
-	for (i = 0; i < n; i++)
-		v = v << 8 | p[i];
-	return v;
 }
 
 static int
@@ -401,14 +380,12 @@ wire_queue(struct wire *w)
 			continue;
 		if (w->woff == w->wlen)
 			w->woff = w->wlen = 0;
-		if (wire_reserve(&w->wbuf, &w->wcap, w->wlen + 12 + r->len) != 0) {
+		if (wire_reserve(&w->wbuf, &w->wcap, w->wlen + WIRE_FRAME_HDR + r->len) != 0) {
 			rv = -1;
 			break;
 		}
-		wire_put_be(w->wbuf + w->wlen, 4 + (uint64_t)r->len, 8);
-		wire_put_be(w->wbuf + w->wlen + 8, r->id, 4);
-		memcpy(w->wbuf + w->wlen + 12, r->msg, r->len);
-		w->wlen += 12 + r->len;
+		wire_frame_put(w->wbuf + w->wlen, r->id, r->msg, r->len);
+		w->wlen += WIRE_FRAME_HDR + r->len;
 		r->state = WIRE_SENT;
 	}
 	pthread_mutex_unlock(&w->mtx);
@@ -446,39 +423,33 @@ wire_flush(struct wire *w)
 static int
 wire_dispatch(struct wire *w)
 {
-	size_t off = 0, i;
+	size_t off = 0, i, bodylen, used;
+	const uint8_t *body;
+	uint32_t id;
+	int rv;
 
-	while (w->rlen - off >= 8) {
-		uint64_t n = wire_get_be(w->rbuf + off, 8);
-		uint32_t id;
-
-		if (n < 4 || n > w->recv_max + 4) {
-			snprintf(w->why, sizeof(w->why),
-				 "a reply of %llu bytes (most accepted: %zu)",
-				 (unsigned long long)n, w->recv_max);
-			return -1;
-		}
-		if (w->rlen - off - 8 < n)
-			break;
-		id = (uint32_t)wire_get_be(w->rbuf + off + 8, 4);
+	while ((rv = wire_frame_next(w->rbuf + off, w->rlen - off, w->recv_max, &id, &body,
+				     &bodylen, &used, w->why, sizeof(w->why))) == 1) {
 		pthread_mutex_lock(&w->mtx);
 		for (i = 0; i < WIRE_SLOTS; i++) {
 			struct wire_req *r = w->slot[i];
 
 			if (r == NULL || r->state != WIRE_SENT || r->id != id)
 				continue;
-			r->replylen = (size_t)n - 4;
+			r->replylen = bodylen;
 			r->reply = malloc(r->replylen ? r->replylen : 1);
 			r->rv = r->reply ? WIRE_OK : WIRE_ENOMEM;
 			if (r->reply)
-				memcpy(r->reply, w->rbuf + off + 12, r->replylen);
+				memcpy(r->reply, body, r->replylen);
 			r->state = WIRE_DONE;
 			pthread_cond_signal(&r->cond);
 			break;
 		}
 		pthread_mutex_unlock(&w->mtx); /* no caller: it gave up; the reply is dropped */
-		off += 8 + (size_t)n;
+		off += used;
 	}
+	if (rv < 0)
+		return -1;
 	if (off > 0) {
 		memmove(w->rbuf, w->rbuf + off, w->rlen - off);
 		w->rlen -= off;
