@@ -12,7 +12,10 @@ endif
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: all deps configure build test run demo bench format clean
+FUZZ_S ?= 30
+FUZZ_DIR ?= build-fuzz
+
+.PHONY: all deps configure build test run demo bench fuzz format clean
 
 all: build
 
@@ -42,8 +45,15 @@ bench: build
 	@for b in $(BUILD_DIR)/bench/bench_*; do [ -x "$$b" ] && "$$b" || exit 1; done
 	@for b in bench/bench_*.sh; do STOKE_BUILD=$(BUILD_DIR) bash "$$b" || exit 1; done
 
+# Every libFuzzer target of tests/fuzz for FUZZ_S seconds each (clang, ASan+UBSan).
+fuzz: deps
+	@cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DSTOKE_FUZZ=ON -DSTOKE_WERROR=OFF >/dev/null
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz
+	@tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_S)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -10,6 +10,7 @@ packages=(
   libnng-dev libmbedtls-dev libssh2-1-dev
   openssh-server openssh-client nginx curl wrk socat jq openssl python3 shellcheck
   debootstrap iproute2
+  clang libclang-rt-14-dev
 )
 
 missing=()
