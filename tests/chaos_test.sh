@@ -97,13 +97,14 @@ for ((i = 0; i < ${#OPS[@]}; i++)); do
 	rnd 2
 	OP_COIN+=("$REPLY")
 done
-# Kill moments (ms after the previous restart) and downtimes (ms with no controller).
+# Kill moments (ms after the previous restart) and downtimes (ms with no controller: up to
+# 3 s, longer than the 2 s lease, so that a restarted controller finds leases expired).
 KILL_GAP=()
 KILL_DOWN=()
 for ((i = 0; i < KILL_CAP; i++)); do
 	rnd $((GAP_MAX - GAP_MIN + 1))
 	KILL_GAP+=($((GAP_MIN + REPLY)))
-	rnd 1500
+	rnd 3000
 	KILL_DOWN+=("$REPLY")
 done
 
@@ -491,6 +492,10 @@ final_check job "SELECT count(*) FROM jobs" "SELECT 'job ' || id || ' ' || type 
 while IFS= read -r l; do
 	[ -z "$l" ] || problem leak "job $l: its undo never finished (failed_dirty)"
 done < <(sql "SELECT id || ' ' || type || ' step ' || coalesce(step, '-') || ': ' || coalesce(error, '') FROM jobs WHERE state = 'failed_dirty'")
+# An undo that failed in a job that ended failed: nothing will take it up again.
+while IFS= read -r l; do
+	[ -z "$l" ] || problem leak "job $l"
+done < <(sql "SELECT j.id || ' ' || j.type || ' ' || coalesce(j.resource_kind || ' ' || j.resource_id, '') || ': undo of step ' || st.name || ' failed: ' || coalesce(j.error, '') FROM job_steps st JOIN jobs j ON j.id = st.job_id WHERE st.state = 'undo_failed' AND j.state = 'failed'")
 while IFS= read -r l; do
 	[ -z "$l" ] || problem stuck "server $l: active but its agent is not online"
 done < <(sql "SELECT name FROM servers WHERE state = 'active' AND agent_status != 'online'")
