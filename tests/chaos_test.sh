@@ -230,11 +230,11 @@ ready_servers() { # active with the agent online, not being deleted
 	mapfile -t CANDS < <(sql "SELECT name FROM servers WHERE state = 'active' AND agent_status = 'online' ORDER BY id")
 }
 live_sites() {
-	mapfile -t CANDS < <(sql "SELECT id FROM sites WHERE state = 'active' ORDER BY id")
+	mapfile -t CANDS < <(sql "SELECT domain FROM sites WHERE state = 'active' ORDER BY id")
 }
 
 hmac() { printf '%s' "$2" | openssl dgst -sha256 -hmac "$1" -r | cut -d' ' -f1; }
-webhook() { # SITE DELIVERY BODY -> "status body"
+webhook() { # DOMAIN DELIVERY BODY -> "status body"
 	local url
 	url=$(cat "$DATA/api.url")
 	curl -sS --max-time 20 -o "$T_TMP/hook" -w '%{http_code}' -X POST "$url/hooks/$1" \
@@ -303,8 +303,8 @@ run_op() {
 			return 0
 		fi
 		[ "$c" = 202 ] || fail "site create on $REPLY: $c $out"
-		c=$(jq -r .site.id <<<"$out")
-		SITE_SECRET[$c]=$(jq -r .webhook_secret <<<"$out")
+		# by domain: ids of deleted sites are given again to new ones
+		SITE_SECRET[s$SITE_N.chaos.test]=$(jq -r .webhook_secret <<<"$out")
 		;;
 	deploy)
 		live_sites
@@ -338,7 +338,7 @@ run_op() {
 		CANDS=("${DELIVERIES[@]}")
 		pick "$i"
 		c=$REPLY
-		[ "$(sql "SELECT state FROM sites WHERE id = ${DELIVERY_SITE[$c]}")" = active ] || return 0
+		[ "$(sql "SELECT state FROM sites WHERE domain = '${DELIVERY_SITE[$c]}'")" = active ] || return 0
 		body="{\"ref\":\"refs/heads/main\",\"after\":\"$COMMIT\"}"
 		out=$(webhook "${DELIVERY_SITE[$c]}" "$c" "$body")
 		[[ "$out" == "200 "*duplicate* ]] || fail "delivery $c replayed to site ${DELIVERY_SITE[$c]}: $out (want 200 duplicate)"
@@ -485,9 +485,9 @@ final_check command "SELECT count(*) FROM commands" \
 	"SELECT c.id || ' (' || c.kind || ' on ' || s.name || ', server ' || s.state || ') is ' || c.state FROM commands c JOIN servers s ON s.id = c.server_id WHERE c.state NOT IN ('done', 'failed', 'cancelled', 'offline')"
 final_check batch "SELECT count(*) FROM batches" \
 	"SELECT id || ' is ' || state FROM batches WHERE state NOT IN ('done', 'failed', 'cancelled')"
-# A key row waits (pending) only for an agent that is not there.
+# A key row waits (pending, removing) only for an agent that is not there.
 final_check key-sync "SELECT count(*) FROM server_keys" \
-	"SELECT k.name || ' on ' || s.name || ' is ' || sk.state || coalesce(' (' || sk.message || ')', '') FROM server_keys sk JOIN ssh_keys k ON k.id = sk.key_id JOIN servers s ON s.id = sk.server_id WHERE sk.state NOT IN ('synced', 'failed', 'removed') AND NOT (sk.state = 'pending' AND (s.state != 'active' OR s.agent_status != 'online'))"
+	"SELECT k.name || ' on ' || s.name || ' is ' || sk.state || coalesce(' (' || sk.message || ')', '') FROM server_keys sk JOIN ssh_keys k ON k.id = sk.key_id JOIN servers s ON s.id = sk.server_id WHERE sk.state NOT IN ('synced', 'failed', 'removed') AND NOT (sk.state IN ('pending', 'removing') AND (s.state != 'active' OR s.agent_status != 'online'))"
 final_check job "SELECT count(*) FROM jobs" "SELECT 'job ' || id || ' ' || type || ' is ' || state FROM jobs WHERE $UNFINISHED"
 while IFS= read -r l; do
 	[ -z "$l" ] || problem leak "job $l: its undo never finished (failed_dirty)"
@@ -583,18 +583,23 @@ done
 # Deployments that finished printed the script's five lines, once each, in order.
 while IFS= read -r d; do
 	[ -n "$d" ] || continue
-	got=$(sql "SELECT group_concat(text, '|') FROM (SELECT o.text FROM output_lines o JOIN commands c ON o.owner_kind = 'command' AND o.owner_id = c.id WHERE c.owner_kind = 'deployment' AND c.owner_id = $d AND o.stream = 'stdout' AND o.text LIKE 'chaos-deploy %' ORDER BY c.id, o.seq)")
+	got=$(sql "SELECT group_concat(text, '|') FROM (SELECT o.text FROM output_lines o JOIN commands c ON o.owner_kind = 'command' AND o.owner_id = c.id WHERE c.owner_kind = 'deployment' AND c.owner_id = $d AND c.created_at >= (SELECT created_at FROM deployments WHERE id = $d) AND o.stream = 'stdout' AND o.text LIKE 'chaos-deploy %' ORDER BY c.id, o.seq)")
 	want="chaos-deploy $d line 1|chaos-deploy $d line 2|chaos-deploy $d line 3|chaos-deploy $d line 4|chaos-deploy $d line 5"
 	[ "$got" = "$want" ] || problem output "deployment $d finished with script output '$got'"
 done < <(sql "SELECT id FROM deployments WHERE state = 'finished'")
+# A deployment's log is the output of the commands it owns: none may be older than it (a
+# deleted site's deployment whose id was given again to a new one).
+while IFS= read -r l; do
+	[ -z "$l" ] || problem output "deployment $l"
+done < <(sql "SELECT d.id || ' (site ' || d.site_id || '): its log (GET /deployments/' || d.id || '/log) holds ' || count(o.id) || ' lines of ' || count(DISTINCT c.id) || ' commands made before it (' || min(c.id) || '..' || max(c.id) || '), of an earlier deployment with the same id' FROM deployments d JOIN commands c ON c.owner_kind = 'deployment' AND c.owner_id = d.id AND c.created_at < d.created_at LEFT JOIN output_lines o ON o.owner_kind = 'command' AND o.owner_id = c.id GROUP BY d.id")
 # Webhooks: each accepted delivery made one deployment, of its own delivery id.
 for c in "${DELIVERIES[@]}"; do
-	s=${DELIVERY_SITE[$c]}
-	[ -n "$(sql "SELECT 1 FROM sites WHERE id = $s")" ] || continue # the site was deleted
+	s=$(sql "SELECT id FROM sites WHERE domain = '${DELIVERY_SITE[$c]}'")
+	[ -n "$s" ] || continue # the site was deleted
 	n=$(sql "SELECT count(*) FROM deployments WHERE site_id = $s AND delivery_id = '$c'")
-	[ "$n" = 1 ] || problem "$([ "$n" = 0 ] && echo lost || echo dup)" "delivery $c to site $s: $n deployments"
-	[ "$(sql "SELECT delivery_id FROM deployments WHERE id = ${DELIVERY_DEP[$c]}")" = "$c" ] ||
-		problem lost "delivery $c: its deployment ${DELIVERY_DEP[$c]} is not there"
+	[ "$n" = 1 ] || problem "$([ "$n" = 0 ] && echo lost || echo dup)" "delivery $c to ${DELIVERY_SITE[$c]}: $n deployments"
+	[ "$(sql "SELECT delivery_id FROM deployments WHERE id = ${DELIVERY_DEP[$c]} AND site_id = $s")" = "$c" ] ||
+		problem lost "delivery $c to ${DELIVERY_SITE[$c]}: its deployment ${DELIVERY_DEP[$c]} is not there"
 done
 # Keys: the managed block on each active server holds exactly its synced keys.
 while IFS='|' read -r sid sname pid prov; do
@@ -613,6 +618,28 @@ while IFS='|' read -r sid sname pid prov; do
 		! grep -qxF "$k" <<<"$have" || problem leak "server $sname: key ${k:0:20}... is removed but still in its authorized_keys"
 	done
 done < <(sql "SELECT id || '|' || name || '|' || provider_id || '|' || provider FROM servers WHERE state = 'active' AND provider != 'custom'")
+
+# Sites: each active server's nginx serves exactly its active sites; no file or folder is
+# left of a deleted one. (A failed site is not judged here: its state says what went wrong.)
+while IFS='|' read -r sid sname pid prov root; do
+	[ -n "$sid" ] || continue
+	folder=$(jq -r --arg p "$(short_provider "$prov")" --arg id "$pid" '.[$p].servers[] | select((.id | tostring) == $id) | .folder' <<<"$ST")
+	[ -n "$folder" ] || continue
+	ngx=$folder/root/etc/nginx
+	for d in $(sql "SELECT domain FROM sites WHERE server_id = $sid AND state = 'active'"); do
+		[ -e "$ngx/sites-enabled/$d" ] || problem lost "site $d is active but not enabled in $sname's nginx"
+	done
+	for f in "$ngx"/sites-available/* "$ngx"/sites-enabled/* "$root"/*; do
+		[ -e "$f" ] || [ -L "$f" ] || continue
+		d=${f##*/}
+		st=$(sql "SELECT state FROM sites WHERE server_id = $sid AND domain = '$d'")
+		case $st in
+		active | failed) ;;
+		inactive) [ "$f" != "$ngx/sites-enabled/$d" ] || problem leak "site $d is inactive but enabled on $sname" ;;
+		*) problem orphan "$sname: $f is left of a site that is ${st:-gone}" ;;
+		esac
+	done
+done < <(sql "SELECT id || '|' || name || '|' || provider_id || '|' || provider || '|' || sites_root FROM servers WHERE state = 'active' AND provider != 'custom'")
 
 # ---- the verdict ---------------------------------------------------------------------------
 counts=$(sql "SELECT
