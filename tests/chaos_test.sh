@@ -462,7 +462,7 @@ ok "settled $((SECONDS - T0)) s after the start"
 
 # ---- judge -----------------------------------------------------------------------------
 PROBLEMS=()
-DUP=0 ORPH=0 LEAK=0 STUCK=0 LOST=0 LINES=0 RES=0 FINAL=0
+DUP=0 ORPH=0 LEAK=0 STUCK=0 LOST=0 LINES=0 NULLCFG=0 RES=0 FINAL=0
 short_provider() { if [ "$1" = digitalocean ]; then echo "do"; else echo hetzner; fi; }
 long_provider() { if [ "$1" = "do" ]; then echo digitalocean; else echo hetzner; fi; }
 problem() { # KIND TEXT
@@ -473,6 +473,7 @@ problem() { # KIND TEXT
 	stuck) STUCK=$((STUCK + 1)) ;;
 	lost) LOST=$((LOST + 1)) ;;
 	output) LINES=$((LINES + 1)) ;;
+	nullcfg) NULLCFG=$((NULLCFG + 1)) ;;
 	esac
 	PROBLEMS+=("$1: $2")
 }
@@ -507,6 +508,12 @@ final_check job "SELECT count(*) FROM jobs" "SELECT 'job ' || id || ' ' || type 
 while IFS= read -r l; do
 	[ -z "$l" ] || problem leak "job $l: its undo never finished (failed_dirty)"
 done < <(sql "SELECT id || ' ' || type || ' step ' || coalesce(step, '-') || ': ' || coalesce(error, '') FROM jobs WHERE state = 'failed_dirty'")
+# A step that ran without the controller's configuration (a job claimed before the
+# provisioning settings were loaded) names a "(null)" path or URL: a controller bug.
+while IFS= read -r l; do
+	[ -z "$l" ] || problem nullcfg "job $l"
+done < <(sql "SELECT id || ' ' || type || ' ' || coalesce(resource_kind || ' ' || resource_id, '') || ': ' || error FROM jobs WHERE error LIKE '%(null)%'
+	UNION ALL SELECT j.id || ' ' || j.type || ' (event): ' || e.data FROM events e JOIN jobs j ON e.resource_kind = 'job' AND e.resource_id = j.id WHERE e.kind = 'job.state' AND e.data LIKE '%(null)%'")
 # An undo that failed in a job that ended failed: nothing will take it up again.
 while IFS= read -r l; do
 	[ -z "$l" ] || problem leak "job $l"
@@ -676,7 +683,7 @@ done < <(sql "SELECT 'server ' || name || ' at ' || coalesce(failed_step, '-') |
 	UNION ALL SELECT 'deployment ' || id || ' at ' || coalesce(failed_step, '-') || ': ' || coalesce(error, '') FROM deployments WHERE state = 'failed'")
 [ ${#DROPPED[@]} = 0 ] || echo "chaos note: not run (needs never met before the deadline): ${DROPPED[*]}"
 [ -z "$STUCK_JOBS" ] || echo "chaos: jobs left after ${SETTLE} s: $STUCK_JOBS"
-SUMMARY="chaos seed=$SEED resources=$RES kills=$KILLS_DONE final=$FINAL duplicates=$DUP orphans=$ORPH leaks=$LEAK stuck=$STUCK lost=$LOST output=$LINES time=$((SECONDS - T0))s"
+SUMMARY="chaos seed=$SEED resources=$RES kills=$KILLS_DONE final=$FINAL duplicates=$DUP orphans=$ORPH leaks=$LEAK stuck=$STUCK lost=$LOST output=$LINES nullcfg=$NULLCFG time=$((SECONDS - T0))s"
 if [ ${#PROBLEMS[@]} -gt 0 ]; then
 	for p in "${PROBLEMS[@]}"; do echo "chaos problem: $p" >&2; done
 	echo "$SUMMARY"
