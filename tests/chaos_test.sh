@@ -513,7 +513,7 @@ done < <(sql "SELECT id || ' ' || type || ' step ' || coalesce(step, '-') || ': 
 while IFS= read -r l; do
 	[ -z "$l" ] || problem nullcfg "job $l"
 done < <(sql "SELECT id || ' ' || type || ' ' || coalesce(resource_kind || ' ' || resource_id, '') || ': ' || error FROM jobs WHERE error LIKE '%(null)%'
-	UNION ALL SELECT j.id || ' ' || j.type || ' (event): ' || e.data FROM events e JOIN jobs j ON e.resource_kind = 'job' AND e.resource_id = j.id WHERE e.kind = 'job.state' AND e.data LIKE '%(null)%'")
+	UNION ALL SELECT j.id || ' ' || j.type || ' (in an earlier attempt): ' || min(e.data) FROM events e JOIN jobs j ON e.resource_kind = 'job' AND e.resource_id = j.id WHERE e.kind = 'job.state' AND e.data LIKE '%(null)%' AND coalesce(j.error, '') NOT LIKE '%(null)%' GROUP BY j.id")
 # An undo that failed in a job that ended failed: nothing will take it up again.
 while IFS= read -r l; do
 	[ -z "$l" ] || problem leak "job $l"
