@@ -15,7 +15,7 @@ DATA_DIR ?= $(CURDIR)/var
 FUZZ_S ?= 30
 FUZZ_DIR ?= build-fuzz
 
-.PHONY: all deps configure build test run demo bench fuzz format clean
+.PHONY: all deps configure build test chaos run demo bench fuzz format clean
 
 all: build
 
@@ -32,6 +32,27 @@ build: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# The chaos test (tests/chaos_test.sh) CHAOS_RUNS times, each with its own seed (random, or
+# CHAOS_SEED, CHAOS_SEED+1, ...); each run's seed and summary line, then a summary of all.
+# CHAOS_KILLS, CHAOS_LONG=1 and the other knobs of the test pass through.
+CHAOS_RUNS ?= 1
+chaos: build
+	@runs=$(CHAOS_RUNS); pass=0; failed=""; log=$$(mktemp /tmp/stoke-chaos.XXXXXX); \
+	for i in $$(seq 1 $$runs); do \
+		if [ -n "$$CHAOS_SEED" ]; then seed=$$((CHAOS_SEED + i - 1)); \
+		else seed=$$(($$(od -An -N4 -tu4 /dev/urandom) % 1000000)); fi; \
+		echo "=== chaos run $$i of $$runs: seed $$seed"; \
+		{ STOKE_BUILD=$(CURDIR)/$(BUILD_DIR) CHAOS_SEED=$$seed bash tests/chaos_test.sh; \
+		  echo $$? >"$$log.rc"; } 2>&1 | tee "$$log"; \
+		if [ "$$(cat "$$log.rc")" = 0 ]; then pass=$$((pass + 1)); r=ok; \
+		else failed="$$failed $$seed"; r=FAIL; fi; \
+		sum=$$(grep '^chaos seed=' "$$log" | tail -n 1); \
+		echo "$$r: $${sum:-chaos seed=$$seed: no summary (it stopped early; see above)}" >>"$$log.all"; \
+	done; \
+	echo "=== chaos: $$pass of $$runs runs passed$${failed:+; failed seeds:$$failed}"; \
+	cat "$$log.all"; rm -f "$$log" "$$log.all" "$$log.rc"; \
+	[ -z "$$failed" ]
 
 # stoked in the foreground on $(DATA_DIR) with the stand-in cloud (packaging/dev-run.sh).
 run: build
