@@ -205,11 +205,15 @@ const struct config_opt agent_config_opts[] = {
      "debug, info, warn or error"},
     /* commands */
     {"allow_root", CONFIG_BOOL, OPT(allow_root), "no", 0, 0, NULL,
-     "may exec, script, git_checkout and authorized_keys act as root"},
+     "may exec, script, git_checkout and authorized_keys act as root, and write_file make "
+     "root's files"},
+    {"allow_setuid", CONFIG_BOOL, OPT(allow_setuid), "no", 0, 0, NULL,
+     "with allow_root: may write_file make set-user-ID or set-group-ID files"},
     {"default_user", CONFIG_STRING, OPT(default_user), "deploy", 0, 0, agent_config_user,
      "user for exec, script and git_checkout when the command names none"},
-    {"write_roots", CONFIG_STRING, OPT(write_roots), "/etc/nginx:/var/www:/home", 0, 0,
-     agent_config_path_list, "':'-separated folders write_file may write under"},
+    {"write_roots", CONFIG_STRING, OPT(write_roots), "/var/www:/home", 0, 0,
+     agent_config_path_list,
+     "':'-separated folders write_file may write under (never nginx's configuration)"},
     {"nginx_bin", CONFIG_STRING, OPT(nginx_bin), "/usr/sbin/nginx", 0, 0, agent_config_path,
      "the nginx program"},
     {"nginx_prefix", CONFIG_STRING, OPT(nginx_prefix), "", 0, 0, agent_config_path_or_empty,

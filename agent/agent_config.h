@@ -23,6 +23,7 @@ struct agent_config {
 	char *log_level;
 	/* commands */
 	int allow_root;	    /* may commands run as root */
+	int allow_setuid;   /* with allow_root: may write_file make set-id files */
 	char *default_user; /* user for exec/script when none given */
 	char *write_roots;  /* ':'-separated folders write_file may write under */
 	char *nginx_bin;    /* "/usr/sbin/nginx" */

@@ -24,8 +24,9 @@ agent_config_test_defaults(void **state)
 	assert_string_equal(cfg.state_dir, "/var/lib/stoke-agent");
 	assert_string_equal(cfg.log_level, "info");
 	assert_int_equal(cfg.allow_root, 0);
+	assert_int_equal(cfg.allow_setuid, 0);
 	assert_string_equal(cfg.default_user, "deploy");
-	assert_string_equal(cfg.write_roots, "/etc/nginx:/var/www:/home");
+	assert_string_equal(cfg.write_roots, "/var/www:/home");
 	assert_string_equal(cfg.nginx_bin, "/usr/sbin/nginx");
 	assert_string_equal(cfg.nginx_prefix, "");
 	assert_string_equal(cfg.nginx_conf, "");
@@ -132,7 +133,7 @@ agent_config_test_refused(void **state)
 			fail_msg("%s = \"%s\" was accepted", bad[i][0], bad[i][1]);
 	}
 	/* Refused values leave the old ones. */
-	assert_string_equal(cfg.write_roots, "/etc/nginx:/var/www:/home");
+	assert_string_equal(cfg.write_roots, "/var/www:/home");
 	assert_string_equal(cfg.default_user, "deploy");
 	assert_int_equal(cfg.max_output, 64L * 1024 * 1024);
 	testutil_cfg_fini(&cfg);

@@ -8,6 +8,7 @@
 #include "atomicfile.h"
 #include "cmd_proc.h"
 #include "err.h"
+#include "policy.h"
 #include "names.h"
 #include "render_authorized_keys.h"
 
@@ -319,7 +320,8 @@ cmd_authorized_keys(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_r
 		return;
 	}
 	/* Also refuses root unless allow_root: root's keys are root's login. */
-	if (cmd_proc_user_lookup(ctx->cfg, ak->user, &u, why, sizeof(why)) != 0) {
+	if (policy_check(ctx->cfg, cmd, why, sizeof(why)) != 0 ||
+	    cmd_proc_user_lookup(ctx->cfg, ak->user, &u, why, sizeof(why)) != 0) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL, "authorized_keys: %s", why);
 		return;
 	}

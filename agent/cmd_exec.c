@@ -6,6 +6,7 @@
 #include "cmd.h"
 #include "cmd_proc.h"
 #include "err.h"
+#include "policy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,8 @@ cmd_exec(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res)
 			CMD_EXEC_MAX_ARGS);
 		return;
 	}
+	if (policy_check(ctx->cfg, cmd, res->error, sizeof(res->error)) != 0)
+		return;
 	/* protobuf-c gives a count; execve wants a NULL-terminated array. */
 	if ((argv = calloc(ex->n_argv + 1, sizeof(*argv))) == NULL) {
 		err_set(res->error, sizeof(res->error), ERR_NOMEM, "exec: out of memory");

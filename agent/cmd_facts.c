@@ -5,6 +5,7 @@
  */
 #include "cmd.h"
 #include "err.h"
+#include "policy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,9 +53,11 @@ cmd_facts(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *res
 	char host[256];
 	long cpus;
 
-	/* The channel also calls it with ctx and cmd NULL for the facts of its hello. */
-	(void)ctx;
-	(void)cmd;
+	/* The channel also calls it with ctx and cmd NULL for the facts of its hello. The
+	 * policy allows it always (read-only); asked all the same, as every handler does. */
+	if (ctx != NULL && cmd != NULL &&
+	    policy_check(ctx->cfg, cmd, res->error, sizeof(res->error)) != 0)
+		return;
 	if ((f = malloc(sizeof(*f))) == NULL) {
 		err_set(res->error, sizeof(res->error), ERR_NOMEM, "facts: out of memory");
 		return;

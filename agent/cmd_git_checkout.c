@@ -8,7 +8,7 @@
 #include "buf.h"
 #include "cmd_proc.h"
 #include "err.h"
-#include "atomicfile.h"
+#include "policy.h"
 #include "names.h"
 
 #include <dirent.h>
@@ -270,20 +270,68 @@ cmd_git_checkout_run(struct cmd_git_checkout_state *g, const char *cwd, const ch
 }
 
 /*
- * 1 when the [remote "origin"] section of dest/.git/config already says url = url, as
- * git itself writes it; 0 otherwise (then `git remote set-url` runs: a process saved
- * per deploy when nothing changed).
+ * Reads dest/.git/config (at most max bytes) as the checkout's user, without following a
+ * link at its last step and without blocking on a FIFO put there: it must be a regular
+ * file. *out NULL when it does not exist. 0, or an ERR_* code with err filled.
  */
 static int
-cmd_git_checkout_origin_is(const char *dest, const char *url)
+cmd_git_checkout_read_config(const struct cmd_git_checkout_state *g, const char *path,
+			     size_t max, char **out, char *err, size_t errlen)
 {
-	char path[PATH_MAX], err[128], *text = NULL, *line, *save = NULL, want[4096];
-	size_t len;
+	struct policy_fs fs;
+	struct stat st;
+	size_t len = 0;
+	char *text;
+	ssize_t r;
+	int fd, rc;
+
+	*out = NULL;
+	if ((rc = policy_fs_enter(&fs, g->user.uid, g->user.gid, g->user.name, err, errlen)) != 0)
+		return rc;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	policy_fs_leave(&fs);
+	if (fd == -1 && errno == ENOENT)
+		return 0;
+	if (fd == -1)
+		return err_set(err, errlen, ERR_IO, "%s: %s", path,
+			       errno == ELOOP ? "is a symbolic link" : strerror(errno));
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return err_set(err, errlen, ERR_CONFLICT, "%s: not a regular file", path);
+	}
+	if ((size_t)st.st_size > max || (text = malloc((size_t)st.st_size + 1)) == NULL) {
+		close(fd);
+		return err_set(err, errlen, ERR_TOOBIG, "%s: larger than %zu bytes", path, max);
+	}
+	while (len < (size_t)st.st_size &&
+	       ((r = read(fd, text + len, (size_t)st.st_size - len)) > 0 ||
+		(r < 0 && errno == EINTR)))
+		len += r > 0 ? (size_t)r : 0;
+	close(fd);
+	text[len] = '\0';
+	*out = text;
+	return 0;
+}
+
+/*
+ * 1 when the [remote "origin"] section of dest/.git/config already says url = url, as
+ * git itself writes it; 0 otherwise (then `git remote set-url` runs: a process saved
+ * per deploy when nothing changed); -1 when .git/config is not a regular file (a FIFO
+ * would hang git too), with err filled.
+ */
+static int
+cmd_git_checkout_origin_is(const struct cmd_git_checkout_state *g, const char *dest,
+			   const char *url, char *err, size_t errlen)
+{
+	char path[PATH_MAX], *text = NULL, *line, *save = NULL, want[4096];
 	int in_origin = 0, found = 0;
 
 	if (snprintf(path, sizeof(path), "%s/.git/config", dest) >= (int)sizeof(path) ||
-	    snprintf(want, sizeof(want), "\turl = %s", url) >= (int)sizeof(want) ||
-	    atomicfile_read(path, 256 * 1024, &text, &len, err, sizeof(err)) != 0)
+	    snprintf(want, sizeof(want), "\turl = %s", url) >= (int)sizeof(want))
+		return 0;
+	if (cmd_git_checkout_read_config(g, path, 256 * 1024, &text, err, errlen) != 0)
+		return -1;
+	if (text == NULL)
 		return 0;
 	for (line = strtok_r(text, "\n", &save); line && !found;
 	     line = strtok_r(NULL, "\n", &save)) {
@@ -352,7 +400,8 @@ cmd_git_checkout(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_resu
 			why);
 		goto out;
 	}
-	if (cmd_proc_user_lookup(ctx->cfg, gc->user, &g.user, why, sizeof(why)) != 0) {
+	if (policy_check(ctx->cfg, cmd, why, sizeof(why)) != 0 ||
+	    cmd_proc_user_lookup(ctx->cfg, gc->user, &g.user, why, sizeof(why)) != 0) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL, "git_checkout: %s", why);
 		goto out;
 	}
@@ -400,8 +449,14 @@ cmd_git_checkout(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_resu
 				       refspec,
 				       NULL};
 
-		if ((!cmd_git_checkout_origin_is(gc->dest, gc->repo_url) &&
-		     cmd_git_checkout_run(&g, gc->dest, seturl, 0, res) != 0) ||
+		int same = cmd_git_checkout_origin_is(&g, gc->dest, gc->repo_url, why, sizeof(why));
+
+		if (same < 0) {
+			err_set(res->error, sizeof(res->error), ERR_CONFLICT, "git_checkout: %s",
+				why);
+			goto out;
+		}
+		if ((!same && cmd_git_checkout_run(&g, gc->dest, seturl, 0, res) != 0) ||
 		    cmd_git_checkout_run(&g, gc->dest, fetch, 0, res) != 0)
 			goto out;
 	}

@@ -1,7 +1,8 @@
 /*
  * cmd_git_checkout_test.c: git_checkout with real git: a local bare origin (clone, new commits,
  * a given commit, branch switch, local edits dropped, untracked kept, commit/message/author),
- * bad fields refused; over a real sshd with a deploy key and known hosts, a wrong host key refused.
+ * bad fields refused; over a real sshd with a deploy key and known hosts, a wrong host key refused;
+ * a FIFO at .git/config refused at once (policy finding: it hung the agent).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -503,6 +504,68 @@ cmd_git_checkout_test_ssh_deploy_key(void **state)
 	assert_int_equal(cmd_git_checkout_test_tmpdirs(), before);
 }
 
+struct cmd_git_checkout_test_bg {
+	struct cmd_git_checkout_test *t;
+	const char *dest;
+	struct cmd_result res;
+	atomic_int done;
+};
+
+static void *
+cmd_git_checkout_test_bg_run(void *arg)
+{
+	struct cmd_git_checkout_test_bg *bg = arg;
+
+	cmd_git_checkout_test_run(bg->t, bg->t->origin, "main", NULL, bg->dest, NULL, NULL,
+				  &bg->res);
+	atomic_store(&bg->done, 1);
+	return NULL;
+}
+
+/* Finding: the agent read dest/.git/config as root without O_NOFOLLOW; a FIFO put there by
+ * the deploy user hung the command (and the agent's thread) for good. */
+static void
+cmd_git_checkout_test_config_fifo(void **state)
+{
+	struct cmd_git_checkout_test *t = *state;
+	struct cmd_git_checkout_test_bg bg;
+	char dest[400], config[450];
+	pthread_t th;
+	int64_t end;
+	int fd;
+
+	snprintf(dest, sizeof(dest), "%s/fifo-app", t->deploy);
+	memset(&bg, 0, sizeof(bg));
+	bg.t = t;
+	bg.dest = dest;
+	assert_int_equal(
+	    cmd_git_checkout_test_run(t, t->origin, "main", NULL, dest, NULL, NULL, &bg.res), 0);
+	cmd_result_fini(&bg.res);
+	snprintf(config, sizeof(config), "%s/.git/config", dest);
+	assert_int_equal(unlink(config), 0);
+	assert_int_equal(mkfifo(config, 0644), 0);
+	assert_int_equal(chown(config, t->uid, (gid_t)-1), 0);
+
+	atomic_init(&bg.done, 0);
+	assert_int_equal(pthread_create(&th, NULL, cmd_git_checkout_test_bg_run, &bg), 0);
+	end = time_mono_ms() + 20000;
+	while (!atomic_load(&bg.done) && time_mono_ms() < end)
+		poll(NULL, 0, 20);
+	if (!atomic_load(&bg.done)) {
+		/* Let the stuck reader go (a writer opens the FIFO) before failing. */
+		if ((fd = open(config, O_WRONLY | O_NONBLOCK)) != -1)
+			close(fd);
+		pthread_join(th, NULL);
+		cmd_result_fini(&bg.res);
+		fail_msg("git_checkout hung on a FIFO at .git/config for 20 s");
+	}
+	pthread_join(th, NULL);
+	assert_int_equal(bg.res.exit_code, -1);
+	if (strstr(bg.res.error, "not a regular file") == NULL)
+		fail_msg("error: %s", bg.res.error);
+	cmd_result_fini(&bg.res);
+}
+
 int
 main(void)
 {
@@ -510,6 +573,7 @@ main(void)
 	    cmocka_unit_test(cmd_git_checkout_test_clone_and_follow),
 	    cmocka_unit_test(cmd_git_checkout_test_branch_switch),
 	    cmocka_unit_test(cmd_git_checkout_test_refused),
+	    cmocka_unit_test(cmd_git_checkout_test_config_fifo),
 	    cmocka_unit_test(cmd_git_checkout_test_ssh_deploy_key),
 	};
 

@@ -9,6 +9,7 @@
 #include "buf.h"
 #include "cmd_proc.h"
 #include "err.h"
+#include "policy.h"
 #include "names.h"
 #include "render_nginx.h"
 
@@ -268,6 +269,13 @@ cmd_nginx_site(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 
 	pthread_mutex_lock(&cmd_nginx_site_lock);
 	locked = 1;
+	/* nginx runs as root: its whole configuration must be root's alone, checked before
+	 * anything is written or run (policy.c). */
+	if (policy_check(cfg, cmd, why, sizeof(why)) != 0) {
+		err_set(res->error, sizeof(res->error), ERR_AUTH,
+			"nginx_site %s: refused before running nginx: %s", ns->name, why);
+		goto out;
+	}
 	if (cmd_nginx_site_snap(&avail, apath, why, sizeof(why)) != 0 ||
 	    cmd_nginx_site_snap(&enabled, epath, why, sizeof(why)) != 0) {
 		err_set(res->error, sizeof(res->error), ERR_IO, "nginx_site %s: %s", ns->name, why);

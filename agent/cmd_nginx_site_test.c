@@ -1,7 +1,9 @@
 /*
  * cmd_nginx_site_test.c: nginx_site against a real nginx with its own prefix on a free port: a
  * good site is served over HTTP; a change nginx -t refuses or a failed reload is reported in
- * nginx's words while the old site keeps serving and its files stay exact; disable, remove.
+ * nginx's words while the old site keeps serving and its files stay exact; disable, remove;
+ * a configuration that is not root's alone (a deploy-owned include folder or module, a
+ * writable main file) refused before nginx runs (policy.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -409,6 +411,107 @@ cmd_nginx_site_test_disable_and_remove(void **state)
 	cmd_result_fini(&res);
 }
 
+/* A copy of the agent's configuration naming another main configuration file. */
+static void
+cmd_nginx_site_test_cfg_conf(struct cmd_nginx_site_test *t, struct agent_config *cfg,
+			     const char *conf)
+{
+	char err[256];
+
+	assert_int_equal(testutil_cfg(cfg, "nginx_prefix", t->cfg.nginx_prefix, "nginx_conf", conf,
+				      "nginx_pid", t->cfg.nginx_pid, "nginx_sites_available",
+				      t->cfg.nginx_sites_available, NULL),
+			 0);
+	assert_int_equal(config_set(agent_config_opts, agent_config_nopts, cfg,
+				    "nginx_sites_enabled", t->cfg.nginx_sites_enabled, "test", err,
+				    sizeof(err)),
+			 0);
+}
+
+/*
+ * Finding: nginx -t runs as root and loads whatever the configuration names; when it
+ * includes a folder the deploy user can write (or loads a module from one), that user's
+ * code runs as root. nginx_site refuses before writing or running anything.
+ */
+static void
+cmd_nginx_site_test_untrusted_config(void **state)
+{
+	struct cmd_nginx_site_test *t = *state;
+	const char *names[] = {"one.example.com", NULL};
+	struct cmd_nginx_site_test_state before, after;
+	struct agent_config cfg;
+	struct cmd_result res;
+	char *main_text, text[8192], deploy[PATH_MAX], so[PATH_MAX + 16];
+	long uid = testutil_user();
+
+	assert_true(uid > 0);
+	main_text = testutil_read(cmd_nginx_site_test_at(t, "conf/nginx.conf"));
+	assert_non_null(main_text);
+	snprintf(deploy, sizeof(deploy), "%s", cmd_nginx_site_test_at(t, "deploy"));
+	assert_int_equal(mkdir(deploy, 0755), 0);
+	assert_int_equal(chown(deploy, (uid_t)uid, (gid_t)-1), 0);
+
+	/* 1. The configuration includes a folder the deploy user owns. */
+	snprintf(text, sizeof(text), "%sinclude %s/*.conf;\n", main_text, deploy);
+	assert_int_equal(testutil_write(cmd_nginx_site_test_at(t, "conf/include-deploy.conf"),
+					text, 0644),
+			 0);
+	cmd_nginx_site_test_cfg_conf(t, &cfg, "conf/include-deploy.conf");
+	cmd_nginx_site_test_snap(t, "one.example.com", &before);
+	assert_int_equal(cmd_nginx_site_test_run(t, &cfg, "one.example.com", names,
+						 cmd_nginx_site_test_at(t, "www/three"), 1, 0,
+						 &res),
+			 -1);
+	if (strstr(res.error, "refused before running nginx") == NULL ||
+	    strstr(res.error, deploy) == NULL || strstr(res.error, "belongs to uid") == NULL)
+		fail_msg("error: %s", res.error);
+	cmd_result_fini(&res);
+	cmd_nginx_site_test_snap(t, "one.example.com", &after);
+	cmd_nginx_site_test_same(&before, &after);
+	cmd_nginx_site_test_snap_fini(&after);
+	testutil_cfg_fini(&cfg);
+
+	/* 2. A load_module line naming a shared object the deploy user placed. */
+	snprintf(so, sizeof(so), "%s/evil.so", deploy);
+	assert_int_equal(testutil_write(so, "not really a module\n", 0644), 0);
+	assert_int_equal(chown(so, (uid_t)uid, (gid_t)-1), 0);
+	snprintf(text, sizeof(text), "load_module %s;\n%s", so, main_text);
+	assert_int_equal(testutil_write(cmd_nginx_site_test_at(t, "conf/load-module.conf"), text,
+					0644),
+			 0);
+	cmd_nginx_site_test_cfg_conf(t, &cfg, "conf/load-module.conf");
+	assert_int_equal(cmd_nginx_site_test_run(t, &cfg, "one.example.com", names,
+						 cmd_nginx_site_test_at(t, "www/three"), 1, 0,
+						 &res),
+			 -1);
+	if (strstr(res.error, "refused before running nginx") == NULL ||
+	    strstr(res.error, "load_module") == NULL)
+		fail_msg("error: %s", res.error);
+	cmd_result_fini(&res);
+	testutil_cfg_fini(&cfg);
+
+	/* 3. A main configuration others may write. */
+	assert_int_equal(testutil_write(cmd_nginx_site_test_at(t, "conf/writable.conf"), main_text,
+					0666),
+			 0);
+	cmd_nginx_site_test_cfg_conf(t, &cfg, "conf/writable.conf");
+	assert_int_equal(cmd_nginx_site_test_run(t, &cfg, "one.example.com", names,
+						 cmd_nginx_site_test_at(t, "www/three"), 1, 0,
+						 &res),
+			 -1);
+	if (strstr(res.error, "writable by its group or others") == NULL)
+		fail_msg("error: %s", res.error);
+	cmd_result_fini(&res);
+	testutil_cfg_fini(&cfg);
+
+	cmd_nginx_site_test_snap(t, "one.example.com", &after);
+	cmd_nginx_site_test_same(&before, &after);
+	cmd_nginx_site_test_snap_fini(&after);
+	cmd_nginx_site_test_snap_fini(&before);
+	free(main_text);
+	assert_true(cmd_nginx_site_test_serves(t, "one.example.com", 200, "site two\n"));
+}
+
 int
 main(void)
 {
@@ -416,6 +519,7 @@ main(void)
 	    cmocka_unit_test(cmd_nginx_site_test_good_site),
 	    cmocka_unit_test(cmd_nginx_site_test_refused_by_nginx),
 	    cmocka_unit_test(cmd_nginx_site_test_reload_fails),
+	    cmocka_unit_test(cmd_nginx_site_test_untrusted_config),
 	    cmocka_unit_test(cmd_nginx_site_test_bad_fields),
 	    cmocka_unit_test(cmd_nginx_site_test_disable_and_remove),
 	};

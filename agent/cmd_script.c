@@ -6,6 +6,7 @@
 #include "cmd.h"
 #include "cmd_proc.h"
 #include "err.h"
+#include "policy.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -53,6 +54,8 @@ cmd_script(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *re
 	for (size_t i = 0; i < sc->n_env; i++)
 		if (cmd_proc_env_check(sc->env[i], res->error, sizeof(res->error)) != 0)
 			return;
+	if (policy_check(ctx->cfg, cmd, res->error, sizeof(res->error)) != 0)
+		return;
 	/* The same lookup cmd_proc_run does, for the owner of the file. */
 	if (cmd_proc_user_lookup(ctx->cfg, sc->user, &u, res->error, sizeof(res->error)) != 0)
 		return;

@@ -7,6 +7,7 @@
 #include "agent_config.h"
 #include "cmd_proc.h"
 #include "err.h"
+#include "policy.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -43,7 +44,7 @@ cmd_service(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *r
 	const struct agent_config *cfg = ctx->cfg;
 	const char *action = NULL, *argv[4];
 	struct cmd_proc_spec spec;
-	char unit[256];
+	char unit[256], why[768];
 	json_t *j;
 
 	res->exit_code = -1; /* until the command succeeds */
@@ -65,6 +66,11 @@ cmd_service(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result *r
 		err_set(res->error, sizeof(res->error), ERR_AUTH,
 			"service: \"%.64s\" is not in the agent's services list (%s)", sv->name,
 			cfg->services != NULL ? cfg->services : "");
+		return;
+	}
+	/* Starting or reloading nginx loads its configuration as root: the policy walks it. */
+	if (policy_check(cfg, cmd, why, sizeof(why)) != 0) {
+		err_set(res->error, sizeof(res->error), ERR_AUTH, "service %s: %s", unit, why);
 		return;
 	}
 	argv[0] = cfg->systemctl_bin;

@@ -1,18 +1,17 @@
 /*
  * cmd_write_file.c: the write_file command: replace one file atomically under the agent's
- * write_roots, with owner, group and mode. Links are followed only where they stay inside a
- * root; the folder is pinned by a descriptor so it cannot be swapped before the write.
+ * write_roots, with owner, group and mode, as the file's owner. Where, as whom and with
+ * which mode is the policy's decision (policy.c), which also pins the folder by a
+ * descriptor; this file only writes.
  */
 #include "cmd.h"
 #include "agent_config.h"
-#include "atomicfile.h"
 #include "crypto.h"
 #include "err.h"
-#include "names.h"
+#include "policy.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <jansson.h>
 #include <limits.h>
 #include <pwd.h>
@@ -22,139 +21,90 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CMD_WRITE_FILE_DEFAULT_MODE 0644
-
-/* Absolute, no empty, "." or ".." part, no trailing '/', no control characters. */
+/* Writes all of data to fd. */
 static int
-cmd_write_file_path_check(const char *path, char *err, size_t errlen)
+cmd_write_file_all(int fd, const uint8_t *data, size_t len)
 {
-	size_t len = strlen(path);
+	while (len > 0) {
+		ssize_t w = write(fd, data, len);
 
-	if (path[0] != '/')
-		return err_set(err, errlen, ERR_INVAL, "path must be absolute");
-	if (len < 2 || len >= PATH_MAX - 64)
-		return err_set(err, errlen, ERR_INVAL, "path must be 2-%d characters",
-			       PATH_MAX - 65);
-	for (const char *p = path; *p != '\0'; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return err_set(err, errlen, ERR_INVAL,
-				       "path must not contain control characters");
-	for (const char *p = path; *p != '\0';) {
-		const char *part = p + 1, *next = strchr(part, '/');
-		size_t n = next != NULL ? (size_t)(next - part) : strlen(part);
-
-		if (n == 0)
-			return err_set(err, errlen, ERR_INVAL,
-				       "path must be normalised (no \"//\" and no trailing '/')");
-		if ((n == 1 && part[0] == '.') || (n == 2 && part[0] == '.' && part[1] == '.'))
-			return err_set(err, errlen, ERR_INVAL,
-				       "path must be normalised (no \".\" or \"..\" parts)");
-		if (next == NULL)
-			break;
-		p = next;
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		data += w;
+		len -= (size_t)w;
 	}
 	return 0;
-}
-
-/* 1 when path equals dir or lies under it. */
-static int
-cmd_write_file_under(const char *path, const char *dir)
-{
-	size_t n = strlen(dir);
-
-	if (n == 1 && dir[0] == '/')
-		return 1;
-	return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/');
 }
 
 /*
- * Whether path is under one of the ':'-separated roots: lexically (as written) when real
- * is 0, or physically (compared with each root's resolved path) when real is 1.
+ * Replaces base in the pinned folder dfd atomically: a new temp file beside it (never
+ * following a link), its group and mode, fsync, rename over base, fsync the folder. Runs
+ * with the file system identity of the file's owner (policy_fs_enter), so the kernel
+ * refuses what the owner may not do. On failure the temp file is removed.
  */
 static int
-cmd_write_file_in_roots(const char *roots, const char *path, int real, int strict)
+cmd_write_file_put(const struct policy_write *w, const uint8_t *data, size_t len, char *err,
+		   size_t errlen)
 {
-	char root[PATH_MAX], resolved[PATH_MAX];
-	const char *p = roots, *colon;
+	static atomic_uint seq;
+	char tmp[NAME_MAX + 1];
+	struct stat st;
+	int fd = -1, rc;
 
-	if (roots == NULL)
-		return 0;
-	for (;; p = colon + 1) {
-		size_t n;
-
-		colon = strchr(p, ':');
-		n = colon != NULL ? (size_t)(colon - p) : strlen(p);
-		if (n > 0 && n < sizeof(root) && p[0] == '/') {
-			memcpy(root, p, n);
-			root[n] = '\0';
-			while (n > 1 && root[n - 1] == '/')
-				root[--n] = '\0';
-			if (!real) {
-				/* The file itself must be below the root, never the root. */
-				if (cmd_write_file_under(path, root) &&
-				    (!strict || strcmp(path, root) != 0))
-					return 1;
-			} else if (realpath(root, resolved) != NULL &&
-				   cmd_write_file_under(path, resolved)) {
-				return 1;
-			}
-		}
-		if (colon == NULL)
-			return 0;
+	for (int i = 0; fd == -1 && i < 100; i++) {
+		if (snprintf(tmp, sizeof(tmp), ".%.200s.stoke-%ld-%u", w->base, (long)getpid(),
+			     atomic_fetch_add(&seq, 1)) >= (int)sizeof(tmp))
+			return err_set(err, errlen, ERR_INVAL, "file name too long");
+		fd = openat(w->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			    0600);
+		if (fd == -1 && errno != EEXIST)
+			return err_set(err, errlen, ERR_IO, "create temp file: %s",
+				       strerror(errno));
 	}
-}
-
-static int
-cmd_write_file_owner(const char *owner, const char *group, uid_t *uid, gid_t *gid, char *err,
-		     size_t errlen)
-{
-	char mem[16384], why[128];
-	struct passwd pw, *pwp = NULL;
-	struct group gr, *grp = NULL;
-	int rc;
-
-	if (owner[0] != '\0') {
-		if (names_user(owner, why, sizeof(why)) != 0)
-			return err_set(err, errlen, ERR_INVAL, "owner: %s", why);
-		rc = getpwnam_r(owner, &pw, mem, sizeof(mem), &pwp);
-		if (pwp == NULL)
-			return err_set(err, errlen, rc != 0 ? ERR_IO : ERR_NOTFOUND,
-				       "owner: user %s %s", owner,
-				       rc != 0 ? strerror(rc) : "does not exist");
-		*uid = pw.pw_uid;
-		*gid = pw.pw_gid;
+	if (fd == -1)
+		return err_set(err, errlen, ERR_IO, "create temp file: %s", strerror(EEXIST));
+	if (cmd_write_file_all(fd, data, len) == -1) {
+		rc = err_set(err, errlen, ERR_IO, "write: %s", strerror(errno));
+		goto fail;
 	}
-	if (group[0] != '\0') {
-		/* Group names follow the same grammar as user names. */
-		if (names_user(group, why, sizeof(why)) != 0)
-			return err_set(err, errlen, ERR_INVAL, "group: %s", why);
-		rc = getgrnam_r(group, &gr, mem, sizeof(mem), &grp);
-		if (grp == NULL)
-			return err_set(err, errlen, rc != 0 ? ERR_IO : ERR_NOTFOUND, "group: %s %s",
-				       group, rc != 0 ? strerror(rc) : "does not exist");
-		*gid = gr.gr_gid;
+	/* The owner is already right (created as the owner, or as root for root); the
+	 * group may differ from the one the file was created with. */
+	if (fstat(fd, &st) == -1 ||
+	    ((st.st_uid != w->uid || st.st_gid != w->gid) && fchown(fd, w->uid, w->gid) == -1)) {
+		rc = err_set(err, errlen, ERR_IO, "chown %ld:%ld: %s", (long)w->uid, (long)w->gid,
+			     strerror(errno));
+		goto fail;
 	}
+	/* After fchown, which may clear set-id bits. */
+	if (fchmod(fd, w->mode & 07777) == -1) {
+		rc = err_set(err, errlen, ERR_IO, "chmod %04o: %s", (unsigned)(w->mode & 07777),
+			     strerror(errno));
+		goto fail;
+	}
+	if (fsync(fd) == -1) {
+		rc = err_set(err, errlen, ERR_IO, "fsync: %s", strerror(errno));
+		goto fail;
+	}
+	if (close(fd) == -1) {
+		fd = -1;
+		rc = err_set(err, errlen, ERR_IO, "close: %s", strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (renameat(w->dfd, tmp, w->dfd, w->base) == -1) {
+		rc = err_set(err, errlen, ERR_IO, "rename from temp file: %s", strerror(errno));
+		goto fail;
+	}
+	if (fsync(w->dfd) == -1)
+		return err_set(err, errlen, ERR_IO, "fsync folder: %s", strerror(errno));
 	return 0;
-}
-
-/* Replaces every "/proc/self/fd/N" in an atomicfile error with the real folder. */
-static void
-cmd_write_file_fix_err(const char *in, const char *fdpath, const char *dir, char *out,
-		       size_t outlen)
-{
-	size_t fl = strlen(fdpath), o = 0;
-
-	for (const char *p = in; *p != '\0' && o + 1 < outlen;) {
-		if (strncmp(p, fdpath, fl) == 0) {
-			int n = snprintf(out + o, outlen - o, "%s", dir);
-
-			o = n < 0 || (size_t)n >= outlen - o ? outlen - 1 : o + (size_t)n;
-			p += fl;
-			continue;
-		}
-		out[o++] = *p++;
-	}
-	out[o < outlen ? o : outlen - 1] = '\0';
+fail:
+	if (fd != -1)
+		close(fd);
+	unlinkat(w->dfd, tmp, 0);
+	return rc;
 }
 
 void
@@ -162,113 +112,50 @@ cmd_write_file(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 {
 	const Stoke__WriteFileCommand *wf = cmd->write_file;
 	const struct agent_config *cfg = ctx->cfg;
-	char dir[PATH_MAX], rdir[PATH_MAX], fdpath[64], fdlink[PATH_MAX], target[PATH_MAX + 80];
-	char why[1024], hex[2 * CRYPTO_SHA256_LEN + 1];
+	char why[1024], hex[2 * CRYPTO_SHA256_LEN + 1], name[64];
 	uint8_t sum[CRYPTO_SHA256_LEN];
-	const char *base;
-	struct stat st;
-	uid_t uid = (uid_t)-1;
-	gid_t gid = (gid_t)-1;
-	mode_t mode;
-	ssize_t n;
-	int dfd = -1, exists;
+	struct policy_write w;
+	struct policy_fs fs;
+	struct passwd pw, *pwp = NULL;
+	char mem[16384];
+	int rc;
 	json_t *j;
 
 	res->exit_code = -1; /* until the command succeeds */
+	w.dfd = -1;
 	if (cmd->kind_case != STOKE__COMMAND__KIND_WRITE_FILE || wf == NULL) {
 		err_set(res->error, sizeof(res->error), ERR_INVAL,
-			"write_file: not a write_file "
-			"command");
+			"write_file: not a write_file command");
 		return;
 	}
-	if (cmd_write_file_path_check(wf->path, why, sizeof(why)) != 0) {
-		err_set(res->error, sizeof(res->error), ERR_INVAL, "write_file: %s", why);
+	/* The policy decides everything: where, as whom, which mode (policy.c). */
+	if ((rc = policy_check(cfg, cmd, why, sizeof(why))) != 0) {
+		err_set(res->error, sizeof(res->error), rc, "write_file: %s", why);
 		return;
 	}
-	if (!cmd_write_file_in_roots(cfg->write_roots, wf->path, 0, 1)) {
-		err_set(res->error, sizeof(res->error), ERR_AUTH,
-			"write_file %s: not under one of the allowed folders (write_roots %s)",
-			wf->path, cfg->write_roots != NULL ? cfg->write_roots : "");
+	if ((rc = policy_write_open(cfg, wf, &w, why, sizeof(why))) != 0) {
+		err_set(res->error, sizeof(res->error), rc, "write_file %s: %s", wf->path, why);
 		return;
 	}
-	if (wf->mode > 07777) {
-		err_set(res->error, sizeof(res->error), ERR_INVAL,
-			"write_file %s: mode %o is more than 07777", wf->path, wf->mode);
-		return;
-	}
-	if (cmd_write_file_owner(wf->owner, wf->group, &uid, &gid, why, sizeof(why)) != 0) {
-		err_set(res->error, sizeof(res->error), ERR_INVAL, "write_file %s: %s", wf->path,
-			why);
-		return;
-	}
-
-	base = strrchr(wf->path, '/') + 1;
-	memcpy(dir, wf->path, (size_t)(base - wf->path));
-	dir[base - wf->path] = '\0';
-	if (realpath(dir, rdir) == NULL) {
-		err_set(res->error, sizeof(res->error), ERR_IO, "write_file %s: folder %s: %s",
-			wf->path, dir, strerror(errno));
-		return;
-	}
-	/* Pin the folder, then check where it really is: a link swapped in after realpath()
-	 * is seen here. */
-	if ((dfd = open(rdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) == -1) {
-		err_set(res->error, sizeof(res->error), ERR_IO, "write_file %s: folder %s: %s",
-			wf->path, rdir, strerror(errno));
-		return;
-	}
-	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", dfd);
-	if ((n = readlink(fdpath, fdlink, sizeof(fdlink) - 1)) <= 0) {
-		err_set(res->error, sizeof(res->error), ERR_IO, "write_file %s: %s: %s", wf->path,
-			fdpath, n < 0 ? strerror(errno) : "empty");
+	name[0] = '\0';
+	if (getpwuid_r(w.uid, &pw, mem, sizeof(mem), &pwp) == 0 && pwp != NULL)
+		snprintf(name, sizeof(name), "%s", pw.pw_name);
+	if ((rc = policy_fs_enter(&fs, w.uid, w.gid, name[0] != '\0' ? name : NULL, why,
+				  sizeof(why))) != 0) {
+		err_set(res->error, sizeof(res->error), rc, "write_file %s: %s", wf->path, why);
 		goto fail;
 	}
-	fdlink[n] = '\0';
-	if (!cmd_write_file_in_roots(cfg->write_roots, fdlink, 1, 0)) {
-		err_set(res->error, sizeof(res->error), ERR_AUTH,
-			"write_file %s: the folder is really %s, which is not under one of the "
-			"allowed folders (write_roots %s)",
-			wf->path, fdlink, cfg->write_roots);
-		goto fail;
-	}
-
-	exists = fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0;
-	if (!exists && errno != ENOENT) {
-		err_set(res->error, sizeof(res->error), ERR_IO, "write_file %s: %s", wf->path,
-			strerror(errno));
-		goto fail;
-	}
-	if (exists && !S_ISREG(st.st_mode)) {
-		err_set(res->error, sizeof(res->error), ERR_INVAL,
-			"write_file %s: exists and is %s, not a regular file", wf->path,
-			S_ISLNK(st.st_mode)   ? "a symbolic link"
-			: S_ISDIR(st.st_mode) ? "a folder"
-					      : "something else");
-		goto fail;
-	}
-	/* What the command does not say is kept from the file it replaces. */
-	if (exists && wf->owner[0] == '\0')
-		uid = st.st_uid;
-	if (exists && wf->owner[0] == '\0' && wf->group[0] == '\0')
-		gid = st.st_gid;
-	mode = wf->mode != 0 ? (mode_t)wf->mode
-	       : exists	     ? st.st_mode & 07777
-			     : CMD_WRITE_FILE_DEFAULT_MODE;
-
-	snprintf(target, sizeof(target), "%s/%s", fdpath, base);
-	if (atomicfile_write(target, wf->content.data, wf->content.len, mode, uid, gid, why,
-			     sizeof(why)) != 0) {
-		char fixed[1024];
-
-		cmd_write_file_fix_err(why, fdpath, fdlink, fixed, sizeof(fixed));
-		err_set(res->error, sizeof(res->error), ERR_IO, "write_file %s: %s", wf->path,
-			fixed);
+	rc = cmd_write_file_put(&w, wf->content.data, wf->content.len, why, sizeof(why));
+	policy_fs_leave(&fs);
+	if (rc != 0) {
+		err_set(res->error, sizeof(res->error), rc, "write_file %s: %s (as %s)", wf->path,
+			why, name[0] != '\0' ? name : "its owner");
 		goto fail;
 	}
 
 	crypto_sha256(wf->content.data, wf->content.len, sum);
 	crypto_hex(sum, sizeof(sum), hex);
-	snprintf(why, sizeof(why), "%04o", (unsigned)mode);
+	snprintf(why, sizeof(why), "%04o", (unsigned)w.mode);
 	j = json_pack("{s:s, s:I, s:s, s:s}", "path", wf->path, "size", (json_int_t)wf->content.len,
 		      "sha256", hex, "mode", why);
 	if (j != NULL) {
@@ -277,6 +164,5 @@ cmd_write_file(struct cmd_ctx *ctx, const Stoke__Command *cmd, struct cmd_result
 	}
 	res->exit_code = 0;
 fail:
-	if (dfd != -1)
-		close(dfd);
+	policy_write_fini(&w);
 }
