@@ -53,6 +53,7 @@ HostKey $T_TMP/hostkey
 PidFile $T_TMP/$1.sshd.pid
 AuthorizedKeysFile $T_TMP/$1/keys/%u
 UsePAM no
+SetEnv PYENV_REHASH_TIMEOUT=1
 StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no

@@ -98,7 +98,7 @@ UsePAM no
 StrictModes no
 PasswordAuthentication no
 Subsystem sftp internal-sftp
-SetEnv STOKE_STANDIN_ROOT=$SSHD_DIR/root
+SetEnv PYENV_REHASH_TIMEOUT=1 STOKE_STANDIN_ROOT=$SSHD_DIR/root
 EOC
 /usr/sbin/sshd -D -e -f "$SSHD_DIR/sshd_config" >>"$SSHD_DIR/sshd.log" 2>&1 &
 T_PIDS+=("$!")

@@ -40,6 +40,7 @@ HostKey $T_TMP/hostkey
 PidFile $T_TMP/sshd.pid
 AuthorizedKeysFile $T_TMP/authorized_keys
 UsePAM no
+SetEnv PYENV_REHASH_TIMEOUT=1
 StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no

@@ -428,7 +428,12 @@ class StandinCloud:
                          "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
                          "PermitRootLogin prohibit-password\n"
                          "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n")
-                env = "STOKE_STANDIN_ROOT=%s" % os.path.join(vm.folder, "root")
+                # PYENV_REHASH_TIMEOUT: on the test machines root's ~/.bashrc runs `pyenv
+                # init`, whose rehash waits up to 60 s for a lock that a killed session can
+                # leave behind (the chaos tests kill controllers mid-command): then every
+                # command over SSH took a minute. One second bounds it.
+                env = "PYENV_REHASH_TIMEOUT=1 STOKE_STANDIN_ROOT=%s" % os.path.join(
+                    vm.folder, "root")
                 if vm.http_port is not None:
                     env += " STOKE_STANDIN_HTTP_PORT=%d STOKE_STANDIN_NGINX_PREFIX=%s/" % (
                         vm.http_port, os.path.join(vm.folder, "nginx"))
