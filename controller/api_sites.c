@@ -383,11 +383,13 @@ api_sites_insert(struct api_req *r, struct store *s, json_t *body)
 		goto dbfail;
 	if (store_exec(
 		s,
-		"INSERT INTO sites (server_id, domain, aliases, web_dir, repo_url, branch,"
+		"INSERT INTO sites (id, server_id, domain, aliases, web_dir, repo_url, branch,"
 		" deploy_script, env_sealed, zero_downtime, keep_releases, deploy_timeout_ms,"
 		" deploy_key_public, deploy_key_sealed, webhook_secret_sealed,"
 		" deploy_token_hash, path, known_hosts, created_at, updated_at)"
-		" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+		/* never a deleted site's id (id_high, migration 12) */
+		" VALUES ((SELECT last + 1 FROM id_high WHERE name = 'sites'),"
+		" ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 		"isssssssddissssssii", server_id, domain, aliases,
 		api_sites_str(body, "web_dir", "public"), api_sites_str(body, "repo_url", NULL),
 		api_sites_str(body, "branch", "main"),

@@ -771,9 +771,11 @@ sites_deploy(struct store *s, int64_t site_id, const struct sites_deploy_req *re
 		}
 	}
 	if (store_exec(s,
-		       "INSERT INTO deployments (site_id, trigger, actor, commit_hash,"
+		       "INSERT INTO deployments (id, site_id, trigger, actor, commit_hash,"
 		       " commit_message, commit_author, delivery_id, created_at, updated_at)"
-		       " VALUES (?,?,?,?,?,?,?,?,?)",
+		       /* never a deleted deployment's id (id_high, migration 12) */
+		       " VALUES ((SELECT last + 1 FROM id_high WHERE name = 'deployments'),"
+		       " ?,?,?,?,?,?,?,?,?)",
 		       "issssssii", site_id, req->trigger, req->actor, req->commit, req->message,
 		       req->author, req->delivery_id, now, now) != 0) {
 		rc = err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));

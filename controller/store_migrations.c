@@ -206,7 +206,24 @@ static const char store_m11[] =
      * payload then shows them as "(sealed)" (commands.c) */
     "ALTER TABLE commands ADD COLUMN payload_sealed TEXT;";
 
-const char *const store_migrations[] = {store_m1, store_m2, store_m3, store_m4,
-					store_m5, store_m6, store_m7, store_m8,
-					store_m9, store_m10, store_m11};
+static const char store_m12[] =
+    /* ids of sites and deployments are never given again: a new site took a deleted one's
+     * id, and with it its old deployments' commands, logs, jobs and webhook URL (found by the
+     * chaos test). id_high keeps the highest id ever used (also those that only live on in
+     * jobs, commands and events); inserts take last + 1. */
+    "CREATE TABLE id_high (name TEXT PRIMARY KEY, last INTEGER NOT NULL);"
+    "INSERT INTO id_high SELECT 'sites', max(coalesce((SELECT max(id) FROM sites), 0),"
+    " coalesce((SELECT max(resource_id) FROM jobs WHERE resource_kind = 'site'), 0),"
+    " coalesce((SELECT max(resource_id) FROM events WHERE resource_kind = 'site'), 0));"
+    "INSERT INTO id_high SELECT 'deployments', max(coalesce((SELECT max(id) FROM deployments),"
+    " 0), coalesce((SELECT max(owner_id) FROM commands WHERE owner_kind = 'deployment'), 0),"
+    " coalesce((SELECT max(resource_id) FROM events WHERE resource_kind = 'deployment'), 0));"
+    "CREATE TRIGGER sites_id_high AFTER INSERT ON sites BEGIN"
+    " UPDATE id_high SET last = max(last, NEW.id) WHERE name = 'sites'; END;"
+    "CREATE TRIGGER deployments_id_high AFTER INSERT ON deployments BEGIN"
+    " UPDATE id_high SET last = max(last, NEW.id) WHERE name = 'deployments'; END;";
+
+const char *const store_migrations[] = {store_m1, store_m2,  store_m3,  store_m4,
+					store_m5, store_m6,  store_m7,  store_m8,
+					store_m9, store_m10, store_m11, store_m12};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);
