@@ -50,6 +50,7 @@
 #define API_STREAM_WAIT_MS 1000	 /* a stream that gave nothing and asked for no wake-up */
 #define API_TOKEN_RECHECK_MS 15000 /* a stream's token is looked up again at least this often */
 #define API_TOKEN_SETTLE_MS 2000
+#define API_LOG_PATH_MAX 512
 #define API_LOG_WINDOW_MS 10000
 #define API_LOG_PER_WINDOW 20
 #define API_MAX_PARAMS 3
@@ -164,7 +165,7 @@ struct api_req {
 	struct MHD_Connection *conn;
 	const struct api_route *route;
 	char method[16];
-	char path[512]; /* for the log: printable, truncated */
+	char path[API_LOG_PATH_MAX]; /* for the log: printable, truncated, secrets cut out */
 	char params[API_MAX_PARAMS][API_PARAM_MAX];
 	int nparams;
 	struct buf body;
@@ -260,6 +261,20 @@ api_log_cb(void *cls, const char *fmt, va_list ap)
 		msg[--n] = '\0';
 	api_scrub(msg);
 	log_warnx("api: microhttpd: %s", msg);
+}
+
+/* A path that matched no route is anyone's text: the log keeps its first three segments
+ * ("/api/v1/nowhere/…"), where a route's name would be, not what follows. */
+static void
+api_log_path_cut(char *path)
+{
+	char *p = path;
+	int n;
+
+	for (n = 0; n < 3 && p != NULL; n++)
+		p = strchr(p + 1, '/');
+	if (p != NULL && (size_t)(p - path) + sizeof("/...") <= API_LOG_PATH_MAX)
+		memcpy(p, "/...", sizeof("/..."));
 }
 
 /* Copies url for the log with the secret part of a path that carries one cut out:
@@ -927,6 +942,7 @@ api_route_find(struct api_req *r, const char *url)
 			      r->path, allow);
 	else
 		api_reply_error(r, 404, "not_found", "%s: no such endpoint", r->path);
+	api_log_path_cut(r->path);
 	return -1;
 }
 
