@@ -44,10 +44,10 @@
 #define API_BODY_DEADLINE_MS 60000 /* a whole body, however it trickles */
 #define API_FD_RESERVE 256u	   /* descriptors kept for the store, agents, jobs */
 #define API_LISTEN_BACKLOG 1024
-#define API_WAKER_SLICE_MS 50	 /* how late a timed wake-up may be */
-#define API_WAKER_COALESCE_MS 20 /* events come in bursts: one round of wake-ups per burst */
-#define API_HANGUP_CHECK_MS 1000 /* parked connections are checked for hang-ups this often */
-#define API_STREAM_WAIT_MS 1000	 /* a stream that gave nothing and asked for no wake-up */
+#define API_WAKER_SLICE_MS 50	   /* how late a timed wake-up may be */
+#define API_WAKER_COALESCE_MS 20   /* events come in bursts: one round of wake-ups per burst */
+#define API_HANGUP_CHECK_MS 1000   /* parked connections are checked for hang-ups this often */
+#define API_STREAM_WAIT_MS 1000	   /* a stream that gave nothing and asked for no wake-up */
 #define API_TOKEN_RECHECK_MS 15000 /* a stream's token is looked up again at least this often */
 #define API_TOKEN_SETTLE_MS 2000
 #define API_LOG_PATH_MAX 512
@@ -134,7 +134,7 @@ struct api_wait {
 	struct api_wait *prev, *next;
 	struct MHD_Connection *conn;
 	int fd;		 /* the connection's socket, polled for hang-ups while parked */
-	int64_t after;	 /* resume once an event newer than this may exist; -1: events do not matter */
+	int64_t after;	 /* resume once an event newer than this may exist (-1: never mind) */
 	int64_t wake_at; /* resume at this time (time_mono_ms) */
 };
 
@@ -149,8 +149,8 @@ struct api {
 	size_t body_max;
 	unsigned streams_per_token;
 	atomic_int stopping;
-	pthread_mutex_t mtx;	/* guards waits and streams */
-	struct api_wait waits;	/* list head of parked connections */
+	pthread_mutex_t mtx;		   /* guards waits and streams */
+	struct api_wait waits;		   /* list head of parked connections */
 	struct api_token_streams *streams; /* open streams per token */
 	size_t nstreams, streams_cap;
 	pthread_t waker;
@@ -210,8 +210,9 @@ api_scrub(char *s)
 
 	while ((p = strpbrk(p, "sd")) != NULL) {
 		if ((strncmp(p, "stk_", 4) == 0 || strncmp(p, "dpl_", 4) == 0) &&
-		    (p == s || !(p[-1] == '_' || (p[-1] >= '0' && p[-1] <= '9') ||
-				 (p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= 'A' && p[-1] <= 'Z')))) {
+		    (p == s ||
+		     !(p[-1] == '_' || (p[-1] >= '0' && p[-1] <= '9') ||
+		       (p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= 'A' && p[-1] <= 'Z')))) {
 			p += 4;
 			for (n = 0; p[n] == '_' || p[n] == '-' || (p[n] >= '0' && p[n] <= '9') ||
 				    (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z');
@@ -627,7 +628,7 @@ static int
 api_stream_take(struct api *a, int64_t token_id)
 {
 	struct api_token_streams *bigger;
-	size_t i;
+	size_t i, cap;
 	int rc = 0;
 
 	pthread_mutex_lock(&a->mtx);
@@ -638,17 +639,19 @@ api_stream_take(struct api *a, int64_t token_id)
 			rc = -1;
 		else
 			a->streams[i].n++;
-	} else if (a->nstreams == a->streams_cap &&
-		   (bigger = realloc(a->streams, (a->streams_cap * 2 + 8) * sizeof(*bigger))) ==
-		       NULL) {
-		rc = -1;
-	} else {
-		if (a->nstreams == a->streams_cap) {
-			a->streams = bigger;
-			a->streams_cap = a->streams_cap * 2 + 8;
-		}
-		a->streams[a->nstreams++] = (struct api_token_streams){token_id, 1};
+		goto out;
 	}
+	if (a->nstreams == a->streams_cap) {
+		cap = a->streams_cap * 2 + 8;
+		if ((bigger = realloc(a->streams, cap * sizeof(*bigger))) == NULL) {
+			rc = -1;
+			goto out;
+		}
+		a->streams = bigger;
+		a->streams_cap = cap;
+	}
+	a->streams[a->nstreams++] = (struct api_token_streams){token_id, 1};
+out:
 	pthread_mutex_unlock(&a->mtx);
 	return rc;
 }
@@ -1234,7 +1237,8 @@ api_listen_socket(const char *addr, int *fdp, int *v6, char *err, size_t errlen)
 			continue;
 		}
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, API_LISTEN_BACKLOG) == 0) {
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+		    listen(fd, API_LISTEN_BACKLOG) == 0) {
 			*v6 = ai->ai_family == AF_INET6;
 			break;
 		}
@@ -1293,7 +1297,7 @@ api_start(const struct api_opts *opts, struct api **out, char *err, size_t errle
 	a->streams_per_token =
 	    opts->streams_per_token ? opts->streams_per_token : API_STREAMS_PER_TOKEN_DEFAULT;
 	max_conns = api_fit_descriptors(opts->max_conns ? opts->max_conns : API_MAX_CONNS_DEFAULT);
-	per_ip = opts->per_ip_conns == 0		? API_PER_IP_DEFAULT
+	per_ip = opts->per_ip_conns == 0	       ? API_PER_IP_DEFAULT
 		 : opts->per_ip_conns == API_UNLIMITED ? 0 /* microhttpd's "no limit" */
 						       : opts->per_ip_conns;
 	threads = opts->threads ? opts->threads : API_THREADS_DEFAULT;

@@ -2,8 +2,8 @@
  * api.h: the REST API and webhook receiver over libmicrohttpd (api.c is the only
  * file that includes microhttpd.h). A pool of threads serves all connections; each
  * handler uses its thread's store connection and must not wait on anything slow
- * (long-polls and streams park instead: api_json.h). Routes live in one table in api.c; each resource
- * family has its own file (api_servers.c, api_jobs.c, api_events.c ...).
+ * (long-polls and streams park instead: api_json.h). Routes live in one table in api.c; each
+ * resource family has its own file (api_servers.c, api_jobs.c, api_events.c ...).
  */
 #ifndef STOKE_API_H
 #define STOKE_API_H

@@ -397,22 +397,20 @@ api_batches_output(struct api_req *r)
 		goto db;
 	/* Lines in arrival order: walk output_lines by id from the cursor (CROSS JOIN
 	 * keeps that order, so a page costs what it returns, not the whole log). */
-	st = store_query(
-	    s,
-	    "SELECT o.id, c.server_id, sv.name AS server, c.id AS command_id,"
-	    " o.seq, o.stream, o.time, o.text FROM output_lines o CROSS JOIN"
-	    " commands c CROSS JOIN servers sv WHERE o.id > ? AND +o.owner_kind ="
-	    " 'command' AND c.id = o.owner_id AND c.batch_id = ? AND sv.id ="
-	    " c.server_id ORDER BY o.id LIMIT ?",
-	    "iii", after, id, limit);
+	st = store_query(s,
+			 "SELECT o.id, c.server_id, sv.name AS server, c.id AS command_id,"
+			 " o.seq, o.stream, o.time, o.text FROM output_lines o CROSS JOIN"
+			 " commands c CROSS JOIN servers sv WHERE o.id > ? AND +o.owner_kind ="
+			 " 'command' AND c.id = o.owner_id AND c.batch_id = ? AND sv.id ="
+			 " c.server_id ORDER BY o.id LIMIT ?",
+			 "iii", after, id, limit);
 	if (st == NULL)
 		goto db;
 	n = 0;
 	while ((rc = store_step(st)) == STORE_ROW) {
 		if (compact)
 			o = json_pack("[I, I, s, o]", (json_int_t)store_col_int(st, 0),
-				      (json_int_t)store_col_int(st, 3),
-				      store_col_text(st, 5),
+				      (json_int_t)store_col_int(st, 3), store_col_text(st, 5),
 				      api_batches_text(store_col_text(st, 7)));
 		else
 			o = api_json_row(st);

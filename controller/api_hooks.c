@@ -80,12 +80,12 @@ api_hooks_verify(struct api_req *r, struct store *s, int64_t *id, enum webhook_p
 		return -1;
 	}
 	if (*id > 0) {
-		sealed = store_text(s, "SELECT webhook_secret_sealed FROM sites WHERE id = ?", "i",
-				    *id);
+		sealed =
+		    store_text(s, "SELECT webhook_secret_sealed FROM sites WHERE id = ?", "i", *id);
 		if (sealed == NULL ||
 		    secrets_open(sealed, "site:webhook", &secret, err, sizeof(err)) != 0)
-			log_warnx("hooks: site %lld: webhook secret unavailable%s%s", (long long)*id,
-				  sealed ? ": " : "", sealed ? err : "");
+			log_warnx("hooks: site %lld: webhook secret unavailable%s%s",
+				  (long long)*id, sealed ? ": " : "", sealed ? err : "");
 	}
 	pthread_once(&api_hooks_once, api_hooks_decoy_init);
 	key = secret ? secret : api_hooks_decoy;
@@ -107,9 +107,8 @@ api_hooks_verify(struct api_req *r, struct store *s, int64_t *id, enum webhook_p
 		log_warnx("hooks: %s: no such site: %s delivery refused", ref,
 			  webhook_provider_name(p));
 	/* The same answer whether the site exists or not. */
-	api_reply_error(r, rc == ERR_TOOBIG ? 413 : 401, rc == ERR_TOOBIG ? "payload_too_large"
-								: "unauthorized",
-			"%s", err);
+	api_reply_error(r, rc == ERR_TOOBIG ? 413 : 401,
+			rc == ERR_TOOBIG ? "payload_too_large" : "unauthorized", "%s", err);
 	return -1;
 }
 
@@ -192,7 +191,8 @@ api_hooks_site(struct api_req *r)
 	}
 	if ((reason = api_hooks_ignore(s, id, &ev, why, sizeof(why), &dep)) != NULL) {
 		deliveries_settle(s, receipt, "ignored", 0);
-		api_reply_json(r, 202, json_pack("{s:s, s:s}", "status", "ignored", "reason", reason));
+		api_reply_json(r, 202,
+			       json_pack("{s:s, s:s}", "status", "ignored", "reason", reason));
 		goto out;
 	}
 	snprintf(trigger, sizeof(trigger), "webhook:%s", webhook_provider_name(p));

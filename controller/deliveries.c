@@ -9,9 +9,8 @@
 #include "store.h"
 
 int
-deliveries_claim(struct store *s, int64_t site_id, const char *delivery_id,
-		 const char *body_sha256, int64_t *receipt, int64_t *prev_deployment, char *err,
-		 size_t errlen)
+deliveries_claim(struct store *s, int64_t site_id, const char *delivery_id, const char *body_sha256,
+		 int64_t *receipt, int64_t *prev_deployment, char *err, size_t errlen)
 {
 	int64_t now = store_now_ms(), prev;
 

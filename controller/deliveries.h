@@ -24,11 +24,10 @@ struct store;
  * ERR_DB. Two copies arriving at once: exactly one gets 0.
  */
 int deliveries_claim(struct store *s, int64_t site_id, const char *delivery_id,
-		     const char *body_sha256, int64_t *receipt, int64_t *prev_deployment,
-		     char *err, size_t errlen);
+		     const char *body_sha256, int64_t *receipt, int64_t *prev_deployment, char *err,
+		     size_t errlen);
 /* What came of it: outcome "queued" (with the deployment) or "ignored". */
-int deliveries_settle(struct store *s, int64_t receipt, const char *outcome,
-		      int64_t deployment_id);
+int deliveries_settle(struct store *s, int64_t receipt, const char *outcome, int64_t deployment_id);
 /* Forgets a claimed delivery that could not be handled (a database error): the git host's
  * retry is then handled afresh. */
 int deliveries_release(struct store *s, int64_t receipt);

@@ -754,10 +754,11 @@ sites_commit_current(struct store *s, int64_t site_id, const char *commit, int64
 
 	*deployment = 0;
 	*why = NULL;
-	dep = store_int(s, -1,
-			"SELECT id FROM deployments WHERE site_id = ? AND commit_hash = ? AND state IN"
-			" ('pending', 'running') ORDER BY id DESC LIMIT 1",
-			"is", site_id, commit);
+	dep = store_int(
+	    s, -1,
+	    "SELECT id FROM deployments WHERE site_id = ? AND commit_hash = ? AND state IN"
+	    " ('pending', 'running') ORDER BY id DESC LIMIT 1",
+	    "is", site_id, commit);
 	if (dep > 0) {
 		*deployment = dep;
 		*why = "is already being deployed";
@@ -765,11 +766,12 @@ sites_commit_current(struct store *s, int64_t site_id, const char *commit, int64
 	}
 	/* What is served: the current release (zero-downtime sites, rollbacks included),
 	 * else the newest finished deployment. */
-	dep = store_int(s, 0,
-			"SELECT coalesce((SELECT current_release FROM sites WHERE id = ?), (SELECT id"
-			" FROM deployments WHERE site_id = ? AND state = 'finished' ORDER BY id DESC"
-			" LIMIT 1), 0)",
-			"ii", site_id, site_id);
+	dep =
+	    store_int(s, 0,
+		      "SELECT coalesce((SELECT current_release FROM sites WHERE id = ?), (SELECT id"
+		      " FROM deployments WHERE site_id = ? AND state = 'finished' ORDER BY id DESC"
+		      " LIMIT 1), 0)",
+		      "ii", site_id, site_id);
 	if (dep <= 0)
 		return 0;
 	if ((served = store_text(s, "SELECT commit_hash FROM deployments WHERE id = ?", "i",

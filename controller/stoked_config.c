@@ -87,7 +87,8 @@ stoked_config_api(const struct stoked_config *cfg, struct api_opts *o)
 	o->listen = cfg->api_listen;
 	o->body_max = (size_t)cfg->body_max;
 	o->max_conns = (unsigned)cfg->api_conns;
-	o->per_ip_conns = cfg->api_per_address == 0 ? API_UNLIMITED : (unsigned)cfg->api_per_address;
+	o->per_ip_conns =
+	    cfg->api_per_address == 0 ? API_UNLIMITED : (unsigned)cfg->api_per_address;
 	o->threads = (unsigned)cfg->api_threads;
 	o->read_timeout_s = (unsigned)((cfg->api_read_timeout + 999) / 1000);
 	o->streams_per_token = (unsigned)cfg->api_streams_per_token;

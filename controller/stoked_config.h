@@ -18,9 +18,9 @@ struct stoked_config {
 	long job_lease; /* ms */
 	long body_max;	/* bytes */
 	long api_conns;
-	long api_per_address;	    /* 0 = no limit */
+	long api_per_address; /* 0 = no limit */
 	long api_threads;
-	long api_read_timeout;	    /* ms */
+	long api_read_timeout; /* ms */
 	long api_streams_per_token;
 	char *agent_server_name; /* DNS name in the controller's agent certificate */
 	long agent_park;	 /* ms a poll is parked before a no-op */
