@@ -3,7 +3,8 @@
  * listen, route, bearer auth, bounded bodies, JSON and streamed replies, access log.
  * A small pool of threads serves every connection (epoll); long-polls and idle event
  * streams are suspended and resumed by one waker thread, so no thread waits on a client.
- * Limits: connections in all and per client address, a read deadline, streams per token.
+ * Limits: connections in all and per client address, read, header and body deadlines,
+ * streams per token.
  * No resource logic (api_*.c). Called by stoked.c and, via api_json.h, by the handlers.
  */
 #include "api.h"
@@ -41,8 +42,9 @@
 #define API_THREADS_DEFAULT 8u
 #define API_READ_TIMEOUT_DEFAULT_S 10u
 #define API_STREAMS_PER_TOKEN_DEFAULT 32u
-#define API_BODY_DEADLINE_MS 60000 /* a whole body, however it trickles */
-#define API_FD_RESERVE 256u	   /* descriptors kept for the store, agents, jobs */
+#define API_BODY_DEADLINE_MS 60000   /* a whole body, however it trickles */
+#define API_HEADER_DEADLINE_MS 30000 /* a request's headers, however they trickle */
+#define API_FD_RESERVE 256u	     /* descriptors kept for the store, agents, jobs */
 #define API_LISTEN_BACKLOG 1024
 #define API_WAKER_SLICE_MS 50	   /* how late a timed wake-up may be */
 #define API_WAKER_COALESCE_MS 20   /* events come in bursts: one round of wake-ups per burst */
@@ -138,6 +140,13 @@ struct api_wait {
 	int64_t wake_at; /* resume at this time (time_mono_ms) */
 };
 
+/* A connection, from accept to close; watched while it owes a request's headers. */
+struct api_conn {
+	struct api_conn *prev, *next;
+	int fd;
+	int64_t since; /* waiting for headers since (time_mono_ms); 0: not waiting */
+};
+
 struct api_token_streams {
 	int64_t token_id;
 	unsigned n;
@@ -153,6 +162,8 @@ struct api {
 	struct api_wait waits;		   /* list head of parked connections */
 	struct api_token_streams *streams; /* open streams per token */
 	size_t nstreams, streams_cap;
+	struct api_conn conns; /* list head of every connection (guarded by conns_mtx) */
+	pthread_mutex_t conns_mtx;
 	pthread_t waker;
 	int waker_started;
 	pthread_mutex_t log_mtx; /* microhttpd's messages, rate-limited */
@@ -576,6 +587,82 @@ api_wait_park(struct api *a, struct api_wait *w)
 	return 0;
 }
 
+/* ---- connections: the header deadline ---- */
+
+/* microhttpd calls this as a connection opens and as it closes (before it closes the
+ * socket: while the entry is listed, its fd is the connection's). */
+static void
+api_conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+	    enum MHD_ConnectionNotificationCode toe)
+{
+	struct api *a = cls;
+	const union MHD_ConnectionInfo *ci;
+	struct api_conn *c = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		if ((c = calloc(1, sizeof(*c))) == NULL)
+			return;
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		c->fd = ci ? ci->connect_fd : -1;
+		c->since = time_mono_ms();
+		pthread_mutex_lock(&a->conns_mtx);
+		c->next = &a->conns;
+		c->prev = a->conns.prev;
+		a->conns.prev->next = c;
+		a->conns.prev = c;
+		pthread_mutex_unlock(&a->conns_mtx);
+		*socket_context = c;
+		return;
+	}
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&a->conns_mtx);
+	c->prev->next = c->next;
+	c->next->prev = c->prev;
+	pthread_mutex_unlock(&a->conns_mtx);
+	free(c);
+	*socket_context = NULL;
+}
+
+/* The connection owes a request's headers from now (now = 0: it owes none). */
+static void
+api_conn_owes_headers(struct api *a, struct MHD_Connection *conn, int64_t now)
+{
+	const union MHD_ConnectionInfo *ci;
+	struct api_conn *c;
+
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (ci == NULL || (c = ci->socket_context) == NULL)
+		return;
+	pthread_mutex_lock(&a->conns_mtx);
+	c->since = now;
+	pthread_mutex_unlock(&a->conns_mtx);
+}
+
+/* Shuts down connections whose request headers took longer than API_HEADER_DEADLINE_MS
+ * (each pause is bounded by the read deadline; this bounds them all: a client sending
+ * a byte every few seconds); microhttpd then closes them. */
+static void
+api_conns_sweep(struct api *a, int64_t now)
+{
+	struct api_conn *c;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&a->conns_mtx);
+	for (c = a->conns.next; c != &a->conns; c = c->next) {
+		if (c->since > 0 && now - c->since > API_HEADER_DEADLINE_MS && c->fd >= 0) {
+			shutdown(c->fd, SHUT_RDWR);
+			c->since = 0;
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&a->conns_mtx);
+	if (n > 0)
+		log_warnx(
+		    "api: closed %u connections that sent no complete request headers in %d s", n,
+		    API_HEADER_DEADLINE_MS / 1000);
+}
+
 static void *
 api_waker_main(void *arg)
 {
@@ -592,8 +679,10 @@ api_waker_main(void *arg)
 		now = time_mono_ms();
 		last_id = events_last_id();
 		hup = now - last_hup >= API_HANGUP_CHECK_MS;
-		if (hup)
+		if (hup) {
 			last_hup = now;
+			api_conns_sweep(a, now);
+		}
 		pthread_mutex_lock(&a->mtx);
 		for (w = a->waits.next; w != &a->waits; w = next) {
 			next = w->next;
@@ -1122,6 +1211,7 @@ api_access_cb(void *cls, struct MHD_Connection *conn, const char *url, const cha
 		r->wait.fd = -1;
 		buf_init(&r->body, a->body_max);
 		*con_cls = r;
+		api_conn_owes_headers(a, conn, 0);
 		api_headers(r, url);
 		return r->replied && r->status == 0 ? MHD_NO : MHD_YES;
 	}
@@ -1162,8 +1252,6 @@ api_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	struct api_req *r = *con_cls;
 
-	(void)cls;
-	(void)conn;
 	if (r == NULL)
 		return;
 	log_info("api: %s %s %d %s %lldms%s", r->method, r->path, r->status, r->actor,
@@ -1176,6 +1264,9 @@ api_completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 	buf_fini(&r->body);
 	free(r);
 	*con_cls = NULL;
+	/* A kept-alive connection owes the next request's headers. */
+	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		api_conn_owes_headers(cls, conn, time_mono_ms());
 }
 
 /* ---- start and stop ---- */
@@ -1305,7 +1396,9 @@ api_start(const struct api_opts *opts, struct api **out, char *err, size_t errle
 	atomic_init(&a->stopping, 0);
 	pthread_mutex_init(&a->mtx, NULL);
 	pthread_mutex_init(&a->log_mtx, NULL);
+	pthread_mutex_init(&a->conns_mtx, NULL);
 	a->waits.next = a->waits.prev = &a->waits;
+	a->conns.next = a->conns.prev = &a->conns;
 	if ((rc = api_listen_socket(opts->listen, &fd, &v6, err, errlen)) != 0)
 		goto fail;
 	/* A pool of threads, each polling its share of the connections with epoll: a
@@ -1320,7 +1413,8 @@ api_start(const struct api_opts *opts, struct api **out, char *err, size_t errle
 	    MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, threads,
 	    MHD_OPTION_CONNECTION_LIMIT, max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
 	    MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_NOTIFY_COMPLETED, api_completed_cb,
-	    a, MHD_OPTION_UNESCAPE_CALLBACK, api_unescape_cb, a, MHD_OPTION_END);
+	    a, MHD_OPTION_NOTIFY_CONNECTION, api_conn_cb, a, MHD_OPTION_UNESCAPE_CALLBACK,
+	    api_unescape_cb, a, MHD_OPTION_END);
 	if (a->mhd == NULL) {
 		/* microhttpd may have closed fd already; leaking it beats closing twice. */
 		rc = err_set(err, errlen, ERR_IO, "api listen %s: cannot start the HTTP server",
@@ -1346,6 +1440,7 @@ api_start(const struct api_opts *opts, struct api **out, char *err, size_t errle
 fail:
 	pthread_mutex_destroy(&a->mtx);
 	pthread_mutex_destroy(&a->log_mtx);
+	pthread_mutex_destroy(&a->conns_mtx);
 	free(a);
 	return rc;
 }
@@ -1375,6 +1470,7 @@ api_stop(struct api *a)
 	log_info("api: stopped");
 	pthread_mutex_destroy(&a->mtx);
 	pthread_mutex_destroy(&a->log_mtx);
+	pthread_mutex_destroy(&a->conns_mtx);
 	free(a->streams);
 	free(a);
 }

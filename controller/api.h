@@ -24,7 +24,8 @@ struct api_opts {
 				       API_UNLIMITED = no limit */
 	unsigned threads;	    /* threads serving connections; 0 = 8 */
 	unsigned read_timeout_s;    /* a connection silent this long (no request, a stalled
-				       header or body) is closed; 0 = 10 */
+				       header or body) is closed; 0 = 10. Headers must also
+				       arrive within 30 s, a body within 60 s. */
 	unsigned streams_per_token; /* event streams one token may hold open; 0 = 32 */
 };
 

@@ -4,7 +4,7 @@
 # GET /api/v1/health and a signed webhook still answer within 1 s each. Then: one address
 # gets no more than the per-address limit; a token gets at most 32 streams (429 after);
 # revoking a token ends its streams; idle connections that never send a request are
-# closed by the read deadline. Traffic goes to 127.0.0.0/8 only; everything stops by itself.
+# closed by the read deadline, slow ones that trickle their headers by the header deadline. Traffic goes to 127.0.0.0/8 only; everything stops by itself.
 source "$(dirname "$0")/lib.sh"
 
 STOKED=$STOKE_BUILD/controller/stoked
@@ -42,7 +42,7 @@ REVOKE_ID=$(sed -n 2p "$T_TMP/token_ids")
 PORT=${T_URL##*:}
 export PORT SITE SECRET TOKEN REVOKE_ID T_TMP
 python3 - <<'PY' || fail "flood: see above"
-import hashlib, hmac, http.client, os, select, socket, subprocess, sys, time
+import hashlib, hmac, http.client, os, select, socket, subprocess, sys, threading, time
 
 port = int(os.environ["PORT"]); site = os.environ["SITE"]; secret = os.environ["SECRET"].encode()
 admin = os.environ["TOKEN"]; revoke_id = os.environ["REVOKE_ID"]
@@ -130,6 +130,33 @@ def sse_status(s, deadline):
                 return status
     return 0
 
+# Slow clients: a header line every 4 s (never silent for the 10 s read deadline); the
+# 30 s header deadline must close them.
+slow_ended = {}
+def trickle(socks):
+    start = time.monotonic()
+    for s in socks:
+        s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    while len(slow_ended) < len(socks) and time.monotonic() - start < 50:
+        time.sleep(4)
+        for i, s in enumerate(socks):
+            if i in slow_ended:
+                continue
+            try:
+                s.sendall(b"X-Slow: 1\r\n")
+                s.setblocking(False)
+                if s.recv(1024) == b"":
+                    slow_ended[i] = time.monotonic() - start
+            except BlockingIOError:
+                pass
+            except OSError:
+                slow_ended[i] = time.monotonic() - start
+            finally:
+                s.setblocking(True)
+slow = [conn_from("127.0.5.1") for i in range(5)]
+slow_thread = threading.Thread(target=trickle, args=(slow,))
+slow_thread.start()
+
 t0 = time.monotonic()
 idle = [conn_from("127.0.1.%d" % (1 + i // PER_ADDR)) for i in range(IDLE)]
 sse = [sse_open("127.0.2.%d" % (1 + i // 30), tokens[i // 30]) for i in range(SSE)]
@@ -199,6 +226,12 @@ left = sum(1 for s in idle if not closed(s))
 print("%d idle connections left %.1f s after the flood began" % (left, time.monotonic() - t0))
 if left:
     bad.append("%d idle connections were never closed" % left)
+slow_thread.join()
+print("slow clients (a header line every 4 s) closed after %s s"
+      % sorted(round(v, 1) for v in slow_ended.values()))
+if len(slow_ended) != len(slow) or min(slow_ended.values()) < 25:
+    bad.append("slow clients: closed after %s s, want all, after the 30 s header deadline"
+               % slow_ended)
 dt, st, b = timed(health)
 if st != 200:
     bad.append("health after the flood: %s" % st)
@@ -208,7 +241,7 @@ for b in bad:
     print("FAIL: " + b)
 sys.exit(1 if bad else 0)
 PY
-ok "health and a signed webhook answer within 1 s under 1,000 idle connections and 300 streams; per-address limit, per-token stream cap, revocation and read deadline hold"
+ok "health and a signed webhook answer within 1 s under 1,000 idle connections and 300 streams; per-address limit, per-token stream cap, revocation, read and header deadlines hold"
 kill -TERM "$T_PID"
 t_wait 15 t_gone "$T_PID" || fail "stoked did not stop within 15 s with streams open"
 ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$T_LOG" || fail "sanitizer report in the stoked log"
