@@ -21,7 +21,6 @@
 #define API_BATCHES_OUT_DEFAULT 1000
 #define API_BATCHES_OUT_MAX 5000
 #define API_BATCHES_WAIT_MAX 25000
-#define API_BATCHES_LOOK_MS 10
 
 #define API_BATCHES_COLS                                                                           \
 	"SELECT id, state, argv, script, user, timeout_ms, batch_size, pickup_ms, selector,"       \
@@ -357,8 +356,7 @@ api_batches_output(struct api_req *r)
 	const char *w;
 	json_t *items = NULL, *o;
 	char *state = NULL;
-	int64_t id, after = 0, limit = API_BATCHES_OUT_DEFAULT, wait = 0, from, seen, deadline;
-	int64_t looked;
+	int64_t id, after = 0, limit = API_BATCHES_OUT_DEFAULT, wait = 0, from, seen, deadline, now;
 	int n = 0, rc, ended = 0, compact = 0;
 
 	if (api_req_query_allow(r, q) != 0 ||
@@ -384,64 +382,57 @@ api_batches_output(struct api_req *r)
 	from = store_int(s, 0, "SELECT output_from FROM batches WHERE id = ?", "i", id);
 	if (after < from)
 		after = from;
-	deadline = time_mono_ms() + wait;
-	for (;;) {
-		seen = events_last_id();
-		looked = time_mono_ms();
-		/* The state first: once every server has ended, every line is stored. */
-		free(state);
-		state = store_text(s, "SELECT state FROM batches WHERE id = ?", "i", id);
-		ended = batches_final(state) ||
-			store_int(s, 1,
-				  "SELECT count(*) FROM commands WHERE batch_id = ? AND state IN"
-				  " ('held', 'queued', 'sent', 'running')",
-				  "i", id) == 0;
-		json_decref(items);
-		if ((items = json_array()) == NULL)
-			goto db;
-		/* Lines in arrival order: walk output_lines by id from the cursor (CROSS JOIN
-		 * keeps that order, so a page costs what it returns, not the whole log). */
-		st = store_query(
-		    s,
-		    "SELECT o.id, c.server_id, sv.name AS server, c.id AS command_id,"
-		    " o.seq, o.stream, o.time, o.text FROM output_lines o CROSS JOIN"
-		    " commands c CROSS JOIN servers sv WHERE o.id > ? AND +o.owner_kind ="
-		    " 'command' AND c.id = o.owner_id AND c.batch_id = ? AND sv.id ="
-		    " c.server_id ORDER BY o.id LIMIT ?",
-		    "iii", after, id, limit);
-		if (st == NULL)
-			goto db;
-		n = 0;
-		while ((rc = store_step(st)) == STORE_ROW) {
-			if (compact)
-				o = json_pack("[I, I, s, o]", (json_int_t)store_col_int(st, 0),
-					      (json_int_t)store_col_int(st, 3),
-					      store_col_text(st, 5),
-					      api_batches_text(store_col_text(st, 7)));
-			else
-				o = api_json_row(st);
-			if (o == NULL) {
-				rc = -1;
-				break;
-			}
-			json_array_append_new(items, o);
-			after = store_col_int(st, 0);
-			n++;
-		}
-		store_finalize(st);
-		if (rc < 0)
-			goto db;
-		if (n > 0 || ended || time_mono_ms() >= deadline)
+	/* A long-poll runs again from the start each time it is woken (api_req_wait): its
+	 * deadline counts from when the request came. */
+	deadline = api_req_started_ms(r) + wait;
+	seen = events_last_id();
+	/* The state first: once every server has ended, every line is stored. */
+	state = store_text(s, "SELECT state FROM batches WHERE id = ?", "i", id);
+	ended = batches_final(state) ||
+		store_int(s, 1,
+			  "SELECT count(*) FROM commands WHERE batch_id = ? AND state IN"
+			  " ('held', 'queued', 'sent', 'running')",
+			  "i", id) == 0;
+	if ((items = json_array()) == NULL)
+		goto db;
+	/* Lines in arrival order: walk output_lines by id from the cursor (CROSS JOIN
+	 * keeps that order, so a page costs what it returns, not the whole log). */
+	st = store_query(s,
+			 "SELECT o.id, c.server_id, sv.name AS server, c.id AS command_id,"
+			 " o.seq, o.stream, o.time, o.text FROM output_lines o CROSS JOIN"
+			 " commands c CROSS JOIN servers sv WHERE o.id > ? AND +o.owner_kind ="
+			 " 'command' AND c.id = o.owner_id AND c.batch_id = ? AND sv.id ="
+			 " c.server_id ORDER BY o.id LIMIT ?",
+			 "iii", after, id, limit);
+	if (st == NULL)
+		goto db;
+	n = 0;
+	while ((rc = store_step(st)) == STORE_ROW) {
+		if (compact)
+			o = json_pack("[I, I, s, o]", (json_int_t)store_col_int(st, 0),
+				      (json_int_t)store_col_int(st, 3), store_col_text(st, 5),
+				      api_batches_text(store_col_text(st, 7)));
+		else
+			o = api_json_row(st);
+		if (o == NULL) {
+			rc = -1;
 			break;
-		events_wait(seen,
-			    deadline - time_mono_ms() < 250 ? deadline - time_mono_ms() : 250);
-		/* Every command's events wake this: look again at most every 25 ms. */
-		if (time_mono_ms() - looked < API_BATCHES_LOOK_MS) {
-			struct timespec ts = {
-			    0, (long)(API_BATCHES_LOOK_MS - (time_mono_ms() - looked)) * 1000000L};
-
-			nanosleep(&ts, NULL);
 		}
+		json_array_append_new(items, o);
+		after = store_col_int(st, 0);
+		n++;
+	}
+	store_finalize(st);
+	if (rc < 0)
+		goto db;
+	now = time_mono_ms();
+	if (n == 0 && !ended && now < deadline) {
+		/* Nothing yet: park until an event (or a notification of new lines) may
+		 * have come, and look again at least every 250 ms. */
+		json_decref(items);
+		free(state);
+		api_req_wait(r, seen, deadline - now < 250 ? deadline : now + 250);
+		return;
 	}
 	api_reply_json(r, 200,
 		       json_pack("{s:o, s:I, s:s?, s:b}", "items", items, "next", (json_int_t)after,

@@ -1,7 +1,9 @@
 /*
  * api_events.c: GET /api/v1/events as Server-Sent Events: matching events after
  * Last-Event-ID (or ?after=) in batches, then live ones, keepalive every 15 s; ends when
- * the client hangs up or api_stop runs. Writes no events (events.c). Routed from api.c.
+ * the client hangs up, its token is revoked or api_stop runs. Never blocks a thread: with
+ * nothing to send, the stream parks until an event may have come (api_stream_wait).
+ * Writes no events (events.c). Routed from api.c.
  */
 #include "api_json.h"
 
@@ -16,7 +18,6 @@
 
 #define API_EVENTS_BATCH 100
 #define API_EVENTS_KEEPALIVE_MS 15000
-#define API_EVENTS_SLICE_MS 1000 /* how often closing is checked while idle */
 #define API_EVENTS_BUF_MAX (4u * 1024 * 1024)
 
 struct api_events_sub {
@@ -120,6 +121,9 @@ api_events_fill(struct api_events_sub *sub, struct store *s)
 	return rc == STORE_DONE ? n : -1;
 }
 
+/* Called whenever the connection can take more: sends what is buffered, else reads the
+ * next events, else a keepalive when one is due, else asks to be called again when an
+ * event may have come (or the keepalive falls due) and returns 0. Never blocks. */
 static ssize_t
 api_events_read_cb(struct api_stream *s, void *cls, char *dst, size_t max)
 {
@@ -127,7 +131,7 @@ api_events_read_cb(struct api_stream *s, void *cls, char *dst, size_t max)
 	struct store *db;
 	int64_t wait_after, idle;
 	size_t n;
-	int rows, woken;
+	int rows;
 
 	for (;;) {
 		if (sub->off < sub->out.len) {
@@ -165,16 +169,15 @@ api_events_read_cb(struct api_stream *s, void *cls, char *dst, size_t max)
 				return API_STREAM_ERROR;
 			continue;
 		}
-		/* events_wait returns at once while this process knows of a newer id; when that
-		 * id is not visible (not committed, or rolled back) wait past it instead of
-		 * spinning. */
+		/* The waker resumes the stream at once while this process knows of a newer id;
+		 * when that id is not visible (not committed, or rolled back) wait past it
+		 * instead of spinning: its commit wakes the stream. */
 		wait_after = sub->cursor;
 		if (sub->stale && events_last_id() > wait_after)
 			wait_after = events_last_id();
-		idle = API_EVENTS_KEEPALIVE_MS - idle;
-		woken = events_wait(wait_after,
-				    idle < API_EVENTS_SLICE_MS ? (long)idle : API_EVENTS_SLICE_MS);
-		sub->stale = woken;
+		sub->stale = 1;
+		api_stream_wait(s, wait_after, sub->last_write_ms + API_EVENTS_KEEPALIVE_MS);
+		return 0;
 	}
 }
 

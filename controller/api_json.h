@@ -4,7 +4,8 @@
  * strict body validation against a field table, pagination, and rendering store rows
  * as JSON. api.c implements the request and reply part (it alone knows
  * libmicrohttpd); api_json.c implements validation, pagination and rendering.
- * Handlers run on the connection's own thread and may block.
+ * Handlers run on one of a few pool threads shared by every connection: they must not
+ * wait for anything slow (a long-poll parks with api_req_wait; a stream returns 0).
  */
 #ifndef STOKE_API_JSON_H
 #define STOKE_API_JSON_H
@@ -41,6 +42,16 @@ const char *api_req_raw_body(struct api_req *r, size_t *len);
 /* "token:<name>" of the authenticated caller ("anonymous" on public routes). */
 const char *api_req_actor(struct api_req *r);
 int64_t api_req_token_id(struct api_req *r);
+/* When the request's headers had arrived (time_mono_ms): where a long-poll's wait starts. */
+int64_t api_req_started_ms(struct api_req *r);
+/*
+ * Long-polls: instead of replying, a handler may park the request without holding a
+ * thread, to be run again from the start once an event newer than after_event_id may exist
+ * (events_wait's rule, spurious wake-ups included; -1: events do not matter) or at
+ * wake_at_ms (time_mono_ms), whichever comes first, or when the server stops. The handler
+ * must then return without replying.
+ */
+void api_req_wait(struct api_req *r, int64_t after_event_id, int64_t wake_at_ms);
 /* Checks that every query parameter is in names (NULL-terminated), appears once and has
  * a value. Returns 0, or replies 400 invalid_parameter and returns -1. */
 int api_req_query_allow(struct api_req *r, const char *const *names);
@@ -58,9 +69,11 @@ void api_reply_err(struct api_req *r, int code, const char *msg);
 
 /*
  * Streams a body of unknown length (chunked). fn fills at most max bytes of buf and
- * returns how many (> 0), or API_STREAM_END / API_STREAM_ERROR; it runs on the
- * connection's thread and may block (briefly: check api_stream_closing often).
- * free_fn(cls) runs once when the stream ends, whatever the reason; on failure to
+ * returns how many (> 0), 0 when it has nothing to send now, or API_STREAM_END /
+ * API_STREAM_ERROR. It must not block: before returning 0 it calls api_stream_wait to say
+ * when to be called again (else in 1 s); the connection is parked meanwhile. A stream
+ * counts against its token's cap (429 too_many_streams past it) and ends when the token is
+ * revoked. free_fn(cls) runs once when the stream ends, whatever the reason; on failure to
  * reply it runs before api_reply_stream returns.
  */
 #define API_STREAM_END ((ssize_t)-1)
@@ -73,6 +86,10 @@ void api_reply_stream(struct api_req *r, const char *content_type, api_stream_fn
 #define API_STREAM_STOPPING 1
 #define API_STREAM_HUNGUP 2
 int api_stream_closing(struct api_stream *s);
+/* Call fn again once an event newer than after_event_id may exist (-1: events do not
+ * matter) or at wake_at_ms (time_mono_ms), whichever comes first; the peer hanging up or
+ * the server stopping also calls it. For fn's next return of 0. */
+void api_stream_wait(struct api_stream *s, int64_t after_event_id, int64_t wake_at_ms);
 
 /* ---- validation (api_json.c) ---- */
 

@@ -376,9 +376,9 @@ api_sites_insert(struct api_req *r, struct store *s, json_t *body)
 		api_reply_error(r, 500, "internal", "sealing the environment: %s", err);
 		goto out;
 	}
-	aliases = json_dumps(json_object_get(body, "aliases") ? json_object_get(body, "aliases")
-							      : json_array(),
-			     JSON_COMPACT);
+	/* No aliases: "[]" (a json_array() made for it here was never freed). */
+	v = json_object_get(body, "aliases");
+	aliases = v ? json_dumps(v, JSON_COMPACT) : strdup("[]");
 	if (store_begin(s) != 0)
 		goto dbfail;
 	if (store_exec(

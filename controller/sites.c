@@ -21,9 +21,6 @@
 #include "sm.h"
 #include "store.h"
 
-/* How long a webhook delivery id is kept to refuse a replay. */
-#define SITES_DELIVERY_KEEP_MS (30LL * 24 * 3600 * 1000)
-
 const char sites_default_script[] =
     "#!/bin/bash\n"
     "# Stoke deploy script. Runs as the deploy user in the new release's folder.\n"
@@ -748,6 +745,48 @@ sites_job(struct store *s, int64_t site_id, const char *type, const char *payloa
 }
 
 int
+sites_commit_current(struct store *s, int64_t site_id, const char *commit, int64_t *deployment,
+		     const char **why)
+{
+	int64_t dep;
+	char *served;
+	int same;
+
+	*deployment = 0;
+	*why = NULL;
+	dep = store_int(
+	    s, -1,
+	    "SELECT id FROM deployments WHERE site_id = ? AND commit_hash = ? AND state IN"
+	    " ('pending', 'running') ORDER BY id DESC LIMIT 1",
+	    "is", site_id, commit);
+	if (dep > 0) {
+		*deployment = dep;
+		*why = "is already being deployed";
+		return 1;
+	}
+	/* What is served: the current release (zero-downtime sites, rollbacks included),
+	 * else the newest finished deployment. */
+	dep =
+	    store_int(s, 0,
+		      "SELECT coalesce((SELECT current_release FROM sites WHERE id = ?), (SELECT id"
+		      " FROM deployments WHERE site_id = ? AND state = 'finished' ORDER BY id DESC"
+		      " LIMIT 1), 0)",
+		      "ii", site_id, site_id);
+	if (dep <= 0)
+		return 0;
+	if ((served = store_text(s, "SELECT commit_hash FROM deployments WHERE id = ?", "i",
+				 dep)) == NULL)
+		return 0;
+	same = strcmp(served, commit) == 0;
+	free(served);
+	if (!same)
+		return 0;
+	*deployment = dep;
+	*why = "is already deployed";
+	return 1;
+}
+
+int
 sites_deploy(struct store *s, int64_t site_id, const struct sites_deploy_req *req,
 	     int64_t *deployment_id, int64_t *job_id, char *err, size_t errlen)
 {
@@ -757,19 +796,6 @@ sites_deploy(struct store *s, int64_t site_id, const struct sites_deploy_req *re
 
 	if (store_begin(s) != 0)
 		return err_set(err, errlen, ERR_DB, "%s", store_errmsg(s));
-	if (req->delivery_id) {
-		dep = store_int(s, 0,
-				"SELECT coalesce(deployment_id, -1) FROM webhook_deliveries"
-				" WHERE site_id = ? AND delivery_id = ?",
-				"is", site_id, req->delivery_id);
-		if (dep != 0) {
-			store_rollback(s);
-			*deployment_id = dep;
-			return err_set(err, errlen, ERR_EXISTS,
-				       "delivery %s was already received (deployment %lld)",
-				       req->delivery_id, (long long)dep);
-		}
-	}
 	if (store_exec(s,
 		       "INSERT INTO deployments (id, site_id, trigger, actor, commit_hash,"
 		       " commit_message, commit_author, delivery_id, created_at, updated_at)"
@@ -782,17 +808,6 @@ sites_deploy(struct store *s, int64_t site_id, const struct sites_deploy_req *re
 		goto fail;
 	}
 	dep = store_last_id(s);
-	if (req->delivery_id) {
-		store_exec(s,
-			   "INSERT INTO webhook_deliveries (site_id, delivery_id, received_at,"
-			   " deployment_id) VALUES (?,?,?,?)",
-			   "isii", site_id, req->delivery_id, now, dep);
-		/* Git hosts redeliver within days; a month of ids is plenty to refuse
-		 * replays, and the table does not grow without end. */
-		store_exec(s,
-			   "DELETE FROM webhook_deliveries WHERE site_id = ? AND received_at < ?",
-			   "ii", site_id, now - SITES_DELIVERY_KEEP_MS);
-	}
 	snprintf(payload, sizeof(payload), "{\"deployment_id\":%lld}", (long long)dep);
 	if ((rc = sites_job(s, site_id, "deploy", payload, req->actor, job_id, err, errlen)) != 0)
 		goto fail;

@@ -23,13 +23,19 @@ struct sites_deploy_req {
 	const char *actor;
 	const char *commit; /* NULL = tip of the branch */
 	const char *message, *author;
-	const char *delivery_id; /* webhook delivery, for replay protection (may be NULL) */
+	const char *delivery_id; /* webhook delivery, recorded on the deployment (may be NULL;
+				    replays are refused before: deliveries.h) */
 };
 
-/* Inserts a pending deployment and its job (in one transaction of its own).
- * ERR_EXISTS when the delivery id was already deployed (*deployment_id is that one). */
+/* Inserts a pending deployment and its job (in one transaction of its own). */
 int sites_deploy(struct store *s, int64_t site_id, const struct sites_deploy_req *req,
 		 int64_t *deployment_id, int64_t *job_id, char *err, size_t errlen);
+
+/* 1 when commit is what the site serves (its current release, else its newest finished
+ * deployment: *why "is already deployed") or is being deployed (a pending or running
+ * deployment: "is already being deployed"), with *deployment that one; 0 when not. */
+int sites_commit_current(struct store *s, int64_t site_id, const char *commit, int64_t *deployment,
+			 const char **why);
 
 /* Queues a site job (type "site.create", ...) for the site with payload; *job_id set. */
 int sites_job(struct store *s, int64_t site_id, const char *type, const char *payload,

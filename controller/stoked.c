@@ -472,9 +472,7 @@ stoked_main(int argc, char **argv)
 		log_error("%s", err);
 		goto out;
 	}
-	aopts.listen = cfg.api_listen;
-	aopts.body_max = (size_t)cfg.body_max;
-	aopts.max_conns = (unsigned)cfg.api_conns;
+	stoked_config_api(&cfg, &aopts);
 	if (api_start(&aopts, &api, err, sizeof(err)) != 0) {
 		log_error("api: %s", err);
 		goto out;

@@ -5,6 +5,8 @@
 #include "stoked_config.h"
 
 #include <stddef.h>
+
+#include "api.h"
 #include <string.h>
 
 #include "err.h"
@@ -51,8 +53,17 @@ const struct config_opt stoked_config_opts[] = {
      "job that kills the controller each time); resumes are not attempts"},
     {"api_body_max", CONFIG_INT, OPT(body_max), "1048576", 1024, 67108864, NULL,
      "largest request body the API accepts, in bytes"},
-    {"api_connections", CONFIG_INT, OPT(api_conns), "256", 4, 4096, NULL,
-     "most simultaneous API connections"},
+    {"api_connections", CONFIG_INT, OPT(api_conns), "4096", 16, 65536, NULL,
+     "most simultaneous API connections (the open-file limit is raised to fit)"},
+    {"api_connections_per_address", CONFIG_INT, OPT(api_per_address), "64", 0, 65536, NULL,
+     "most simultaneous API connections from one client address (0: no limit; behind a "
+     "reverse proxy on this host every client has the proxy's address)"},
+    {"api_threads", CONFIG_INT, OPT(api_threads), "8", 1, 256, NULL,
+     "threads serving API connections (idle connections and event streams hold none)"},
+    {"api_read_timeout", CONFIG_DURATION, OPT(api_read_timeout), "10s", 1000, 3600000, NULL,
+     "an API connection silent this long (no request, a stalled header or body) is closed"},
+    {"api_streams_per_token", CONFIG_INT, OPT(api_streams_per_token), "32", 1, 65536, NULL,
+     "event streams (GET /api/v1/events) one API token may hold open"},
     {"agent_server_name", CONFIG_STRING, OPT(agent_server_name), "stoke-controller", 0, 0,
      stoked_config_dns, "DNS name in the controller's agent certificate, verified by agents"},
     {"agent_park", CONFIG_DURATION, OPT(agent_park), "25s", 100, 300000, NULL,
@@ -76,3 +87,16 @@ const struct config_opt stoked_config_opts[] = {
 };
 
 const size_t stoked_config_nopts = sizeof(stoked_config_opts) / sizeof(stoked_config_opts[0]);
+
+void
+stoked_config_api(const struct stoked_config *cfg, struct api_opts *o)
+{
+	o->listen = cfg->api_listen;
+	o->body_max = (size_t)cfg->body_max;
+	o->max_conns = (unsigned)cfg->api_conns;
+	o->per_ip_conns =
+	    cfg->api_per_address == 0 ? API_UNLIMITED : (unsigned)cfg->api_per_address;
+	o->threads = (unsigned)cfg->api_threads;
+	o->read_timeout_s = (unsigned)((cfg->api_read_timeout + 999) / 1000);
+	o->streams_per_token = (unsigned)cfg->api_streams_per_token;
+}

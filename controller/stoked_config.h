@@ -20,6 +20,10 @@ struct stoked_config {
 	long command_output_max;
 	long body_max;	/* bytes */
 	long api_conns;
+	long api_per_address; /* 0 = no limit */
+	long api_threads;
+	long api_read_timeout; /* ms */
+	long api_streams_per_token;
 	char *agent_server_name; /* DNS name in the controller's agent certificate */
 	long agent_park;	 /* ms a poll is parked before a no-op */
 	char *agent_public_url;	 /* what new servers' agents dial; "" = the agent listener */
@@ -32,5 +36,11 @@ struct stoked_config {
 
 extern const struct config_opt stoked_config_opts[];
 extern const size_t stoked_config_nopts;
+
+struct api_opts;
+/* Fills the API's options from the configuration (api_listen, api_body_max,
+ * api_connections, api_connections_per_address, api_threads, api_read_timeout,
+ * api_streams_per_token). */
+void stoked_config_api(const struct stoked_config *cfg, struct api_opts *o);
 
 #endif

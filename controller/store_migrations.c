@@ -223,7 +223,25 @@ static const char store_m12[] =
     "CREATE TRIGGER deployments_id_high AFTER INSERT ON deployments BEGIN"
     " UPDATE id_high SET last = max(last, NEW.id) WHERE name = 'deployments'; END;";
 
-const char *const store_migrations[] = {store_m1, store_m2,  store_m3,  store_m4,
-					store_m5, store_m6,  store_m7,  store_m8,
-					store_m9, store_m10, store_m11, store_m12};
+static const char store_m13[] =
+    /* webhook deliveries remembered by the SHA-256 of their body (signed) as well as by
+     * their delivery id (not signed): a replay with a new id is still a duplicate; ignored
+     * deliveries are remembered too. Replaces webhook_deliveries (its rows carried over). */
+    "CREATE TABLE webhook_receipts ("
+    " id INTEGER PRIMARY KEY,"
+    " site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,"
+    " delivery_id TEXT, body_sha256 TEXT NOT NULL, received_at INTEGER NOT NULL,"
+    " outcome TEXT," /* queued | ignored; NULL while being handled */
+    " deployment_id INTEGER);"
+    "CREATE UNIQUE INDEX webhook_receipts_body ON webhook_receipts(site_id, body_sha256);"
+    "CREATE UNIQUE INDEX webhook_receipts_delivery ON webhook_receipts(site_id, delivery_id)"
+    " WHERE delivery_id IS NOT NULL;"
+    "INSERT INTO webhook_receipts (site_id, delivery_id, body_sha256, received_at, outcome,"
+    " deployment_id) SELECT site_id, delivery_id, 'unknown:' || delivery_id, received_at,"
+    " 'queued', deployment_id FROM webhook_deliveries;"
+    "DROP TABLE webhook_deliveries;";
+
+const char *const store_migrations[] = {store_m1,  store_m2,  store_m3,  store_m4,  store_m5,
+					store_m6,  store_m7,  store_m8,  store_m9,  store_m10,
+					store_m11, store_m12, store_m13};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);

@@ -66,7 +66,7 @@ test_migrate_from_empty(void **state)
 	const char *want[] = {"servers",      "server_tags", "sites",	  "ssh_keys",
 			      "server_keys",  "deployments", "batches",	  "commands",
 			      "output_lines", "jobs",	     "job_steps", "job_data",
-			      "events",	      "api_tokens",  "settings",  "webhook_deliveries"};
+			      "events",	      "api_tokens",  "settings",  "webhook_receipts"};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		assert_int_equal(store_int(s, 0,
 					   "SELECT count(*) FROM sqlite_master WHERE type='table'"

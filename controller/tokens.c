@@ -5,6 +5,7 @@
  */
 #include "tokens.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 
 #define TOKENS_PREFIX "stk_"
 #define TOKENS_BYTES 32
+
+static atomic_uint tokens_revoked;
 
 int
 tokens_create(struct store *s, const char *name, char **plain, int64_t *id, char *err,
@@ -93,7 +96,30 @@ tokens_revoke(struct store *s, int64_t id, char *err, size_t errlen)
 		return err_set(err, errlen, ERR_CONFLICT, "token %lld: already revoked",
 			       (long long)id);
 	}
+	/* Moves before the caller commits; holders also look again every few seconds. */
+	atomic_fetch_add(&tokens_revoked, 1);
 	return 0;
+}
+
+int
+tokens_active(struct store *s, int64_t id)
+{
+	struct store_stmt *st;
+	int rc;
+
+	st = store_query(s, "SELECT revoked_at IS NULL FROM api_tokens WHERE id = ?", "i", id);
+	if (st == NULL)
+		return -1;
+	rc = store_step(st);
+	rc = rc == STORE_ROW ? (store_col_int(st, 0) != 0) : rc == STORE_DONE ? 0 : -1;
+	store_finalize(st);
+	return rc;
+}
+
+unsigned
+tokens_revocations(void)
+{
+	return atomic_load(&tokens_revoked);
 }
 
 int64_t

@@ -18,6 +18,11 @@ int tokens_create(struct store *s, const char *name, char **plain, int64_t *id, 
  * ERR_AUTH otherwise. Updates last_used_at at most once a minute. */
 int tokens_verify(struct store *s, const char *plain, int64_t *id, char **name);
 int tokens_revoke(struct store *s, int64_t id, char *err, size_t errlen);
+/* 1 when token id exists and is not revoked, 0 when not, -1 on a database error. */
+int tokens_active(struct store *s, int64_t id);
+/* A counter that tokens_revoke bumps (in this process): holders of a token's rights (event
+ * streams) look the token up again when it moved. Thread-safe. */
+unsigned tokens_revocations(void);
 /* Number of tokens not revoked. */
 int64_t tokens_count(struct store *s);
 

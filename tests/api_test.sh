@@ -456,7 +456,7 @@ bad 404 not_found "retry an unknown server"
 req POST /deployments/999/cancel
 bad 404 not_found "cancel an unknown deployment"
 API="${API%/api/v1}" NOAUTH=1 req POST /hooks/nope.example.com -H 'Content-Type: application/json' -H 'X-GitHub-Event: push' --data-binary '{}'
-bad 404 not_found "webhook for an unknown site"
+bad 401 unauthorized "webhook for an unknown site (answered like a bad signature)"
 API="${API%/api/v1}" NOAUTH=1 req POST /hooks/deploy/dpl_nope -H 'Content-Type: application/json' --data-binary '{}'
 bad 404 not_found "deploy URL with an unknown token"
 
