@@ -109,6 +109,24 @@ agentrun(struct job_ctx *ctx, int64_t server_id, const char *kind, const char *p
 			return rc;
 	if (o->command_id)
 		*o->command_id = id;
+	/* An undo has nothing to do on a server that is gone (deleted, its agent revoked). */
+	if (job_undoing(ctx) &&
+	    store_int(s, 1, /* no row: gone too */
+		      "SELECT state IN ('deleting', 'deleted') OR agent_revoked FROM servers"
+		      " WHERE id = ?",
+		      "i", server_id) != 0) {
+		agentrun_cancel(s, server_id, id);
+		return 0;
+	}
+	/* An undo does not wait for an agent that is away: its command stays queued for the
+	 * agent's return, and the undo, tried again later, finds it done. */
+	if (job_undoing(ctx) &&
+	    store_int(s, 0, "SELECT agent_status = 'online' FROM servers WHERE id = ?", "i",
+		      server_id) == 0)
+		return err_set(err, errlen, ERR_BUSY,
+			       "the server's agent is offline: %s waits for it (the undo is tried"
+			       " again)",
+			       kind);
 	deadline = time_mono_ms() + timeout;
 	for (;;) {
 		seen = events_last_id();
@@ -136,6 +154,11 @@ agentrun(struct job_ctx *ctx, int64_t server_id, const char *kind, const char *p
 		}
 		store_finalize(st);
 		st = NULL;
+		if (job_stopping(ctx)) {
+			/* the command goes on; the step, run again after the restart, waits for it */
+			rc = err_set(err, errlen, ERR_BUSY, "the controller is stopping");
+			goto out;
+		}
 		if (job_cancelled(ctx)) {
 			agentrun_cancel(s, server_id, id);
 			rc = err_set(err, errlen, ERR_CANCELLED, "cancelled while %s ran", kind);

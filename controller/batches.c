@@ -344,6 +344,9 @@ batches_step_run(struct job_ctx *ctx, char *err, size_t errlen)
 	if (id <= 0)
 		return err_set(err, errlen, ERR_INVAL, "payload has no batch");
 	for (;;) {
+		/* a graceful stop: the batch goes on and the next controller follows it */
+		if (job_stopping(ctx))
+			return err_set(err, errlen, ERR_BUSY, "the controller is stopping");
 		seen = events_last_id();
 		now = store_now_ms();
 		released = 0;

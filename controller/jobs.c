@@ -219,6 +219,18 @@ job_cancelled(struct job_ctx *ctx)
 }
 
 int
+job_undoing(struct job_ctx *ctx)
+{
+	return ctx->cleanup;
+}
+
+int
+job_stopping(struct job_ctx *ctx)
+{
+	return atomic_load(&ctx->engine->stopping);
+}
+
+int
 job_progress(struct job_ctx *ctx, int percent, const char *fmt, ...)
 {
 	char msg[512];
@@ -374,7 +386,7 @@ jobs_claim(struct jobs_engine *e, struct store *s, struct job_ctx *ctx, int *ste
 	timeout = store_col_int(st, 5);
 	ctx->resource_kind = store_col_is_null(st, 6) ? NULL : strdup(store_col_text(st, 6));
 	ctx->resource_id = store_col_int(st, 7);
-	atomic_store(&ctx->cancel, (int)store_col_int(st, 8));
+	atomic_store(&ctx->cancel, ctx->cleanup ? 0 : (int)store_col_int(st, 8));
 	ctx->resumes = resumed && !ctx->cleanup ? (int)store_col_int(st, 9) : 0;
 	store_finalize(st);
 	ctx->id = id;
@@ -563,6 +575,10 @@ jobs_fail_final(struct job_ctx *ctx, int step, int include_step, const char *err
 		goto fail;
 	ctx->cleanup = 1;
 	ctx->dirty = 0;
+	/* the cancel (or the attempt's time limit) is honoured by undoing: the undo's own
+	 * waits must not see it */
+	atomic_store(&ctx->cancel, 0);
+	ctx->deadline = 0;
 	snprintf(ctx->end_state, sizeof(ctx->end_state), "%s", state);
 	jobs_cleanup(ctx);
 	return;
@@ -684,6 +700,14 @@ jobs_run(struct job_ctx *ctx, int step, int step_started)
 				return;
 			}
 			continue;
+		}
+		/* A graceful stop cut the step short: it runs again after the restart. */
+		if (atomic_load(&ctx->engine->stopping) && !atomic_load(&ctx->cancel)) {
+			log_info("job %lld [%s]: step %s stopped by the shutdown; it runs again after"
+				 " the restart",
+				 (long long)ctx->id, t->name, st->name);
+			jobs_requeue(ctx, i, NULL, 0, 1);
+			return;
 		}
 		if (atomic_load(&ctx->cancel)) {
 			jobs_fail_final(ctx, i, 1, "cancelled", "cancelled");
@@ -835,7 +859,7 @@ jobs_heartbeat(void *arg)
 			   "is", store_now_ms() + e->opts.lease_ms, e->owner);
 		st = store_query(s,
 				 "SELECT id FROM jobs WHERE lease_owner = ? AND state = 'running'"
-				 " AND cancel_requested = 1",
+				 " AND cancel_requested = 1 AND end_state IS NULL",
 				 "s", e->owner);
 		while (st && store_step(st) == STORE_ROW) {
 			int64_t id = store_col_int(st, 0);

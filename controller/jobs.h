@@ -94,6 +94,13 @@ const char *job_resource_kind(struct job_ctx *ctx);
 int64_t job_resource_id(struct job_ctx *ctx);
 /* Non-zero when cancel was asked or the attempt's timeout passed. */
 int job_cancelled(struct job_ctx *ctx);
+/* Non-zero when the controller is stopping: a step waiting on something (an agent, a
+ * provider) should return at once, with any error and without undoing or cancelling what it
+ * started; the step runs again after the restart, as after a crash, and is not counted as an
+ * attempt. */
+int job_stopping(struct job_ctx *ctx);
+/* Non-zero while the job undoes what it made (after a final failure or a cancel). */
+int job_undoing(struct job_ctx *ctx);
 /* Persists progress (0-100) and a message, publishes an event. */
 int job_progress(struct job_ctx *ctx, int percent, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

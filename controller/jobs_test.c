@@ -55,7 +55,7 @@ jt_run(struct job_ctx *ctx, int i, char *err, size_t errlen)
 	jt_note("r%d", i);
 	if (i == jt_sleep_step)
 		for (t = 0; t < jt_sleep_ms; t += 10) {
-			if (job_cancelled(ctx))
+			if (job_cancelled(ctx) || job_stopping(ctx))
 				return err_set(err, errlen, ERR_CANCELLED, "stopped");
 			time_sleep_ms(10);
 		}
@@ -364,6 +364,38 @@ test_resume_expired_lease(void **state)
 	assert_int_equal(store_int(s, -1, "SELECT resumes FROM jobs WHERE id=?", "i", id), 1);
 }
 
+/* A graceful stop cuts a waiting step short and hands the job over: queued again at the same
+ * step, not counted as an attempt, and the next engine runs the step again. */
+static void
+test_stop_mid_step(void **state)
+{
+	struct jobs_engine_opts o = {.workers = 1, .lease_ms = 1500, .poll_ms = 50};
+	struct store *s = store_thread();
+	char e[256], *st;
+	int64_t id, t0;
+
+	(void)state;
+	jt_sleep_step = 1;
+	jt_sleep_ms = 20000;
+	id = jt_enqueue("t.three", NULL);
+	while (strstr(jt_log, "r1") == NULL)
+		time_sleep_ms(10);
+	t0 = time_mono_ms();
+	jobs_stop(jt_engine);
+	jt_engine = NULL;
+	assert_true(time_mono_ms() - t0 < 5000); /* not the step's 20 s */
+	st = jt_state(id);
+	assert_string_equal(st, "queued");
+	free(st);
+	assert_int_equal(store_int(s, -1, "SELECT attempts FROM jobs WHERE id=?", "i", id), 0);
+	assert_int_equal(store_int(s, -1, "SELECT step FROM jobs WHERE id=?", "i", id), 1);
+	jt_sleep_ms = 0;
+	assert_int_equal(jobs_start(&o, &jt_engine, e, sizeof(e)), 0);
+	assert_true(jt_wait(id, "done"));
+	assert_string_equal(jt_log, "r0 r1 r1 r2 ");
+	assert_int_equal(store_int(s, -1, "SELECT attempts FROM jobs WHERE id=?", "i", id), 1);
+}
+
 /* A job that a crash interrupted more often than the limit fails, undone, saying why. */
 static void
 test_resume_limit(void **state)
@@ -544,6 +576,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel_running, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel_queued, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_expired_lease, jt_setup, jt_teardown),
+	    cmocka_unit_test_setup_teardown(test_stop_mid_step, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_limit, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_undo_failed_dirty, jt_setup, jt_teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_in_undo, jt_setup, jt_teardown),

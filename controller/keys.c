@@ -909,6 +909,12 @@ keys_step_run(struct job_ctx *ctx, int drift, char *err, size_t errlen)
 		}
 		if (done == r.n)
 			break;
+		if (job_stopping(ctx)) {
+			/* what was sent stays sent: the step, run again after the restart,
+			 * follows it */
+			rc = err_set(err, errlen, ERR_BUSY, "the controller is stopping");
+			goto out;
+		}
 		if (job_cancelled(ctx)) {
 			store_begin(r.s);
 			for (i = 0; i < r.n; i++)

@@ -548,7 +548,7 @@ out:
 static int
 prov_cancel_cb(void *arg)
 {
-	return job_cancelled(arg);
+	return job_cancelled(arg) || job_stopping(arg);
 }
 
 struct prov_log {
@@ -892,6 +892,8 @@ prov_step_hello(struct job_ctx *ctx, char *err, size_t errlen)
 			return 0;
 		}
 		free(state);
+		if (job_stopping(ctx))
+			return err_set(err, errlen, ERR_BUSY, "the controller is stopping");
 		if (job_cancelled(ctx))
 			return err_set(err, errlen, ERR_CANCELLED, "cancelled");
 		if (time_mono_ms() > end)

@@ -220,7 +220,7 @@ ssh-keygen -q -t ed25519 -N '' -C k1@chaos -f "$T_TMP/k1"
 ssh-keygen -q -t ed25519 -N '' -C k2@chaos -f "$T_TMP/k2"
 
 # ---- what the operations made, to judge them later ---------------------------------------
-declare -A SITE_SECRET DELIVERY_DEP DELIVERY_SITE BATCH_MARK
+declare -A SITE_SECRET DELIVERY_DEP DELIVERY_SITE DELIVERY_BODY BATCH_MARK
 DELIVERIES=()
 SITE_N=0
 COMMIT=$(git -C "$WORK" rev-parse HEAD)
@@ -327,14 +327,18 @@ run_op() {
 		[ -n "${SITE_SECRET[$REPLY]:-}" ] || return 2
 		[ "${OP_COIN[$i]}" = 0 ] || COMMIT=$(t_publish "chaos $i")
 		c="chaos-$SEED-$i"
-		body="{\"ref\":\"refs/heads/main\",\"after\":\"$COMMIT\"}"
+		# a real delivery's body differs from every other (ids, times): chaos_op stands in
+		body="{\"ref\":\"refs/heads/main\",\"after\":\"$COMMIT\",\"chaos_op\":$i}"
 		out=$(webhook "$REPLY" "$c" "$body")
 		case $out in
 		"202 "*queued*)
 			DELIVERIES+=("$c")
 			DELIVERY_SITE[$c]=$REPLY
+			DELIVERY_BODY[$c]=$body
 			DELIVERY_DEP[$c]=$(jq -r .deployment_id <<<"${out#* }")
 			;;
+		# the same commit as the one deployed (or being deployed): ignored, with its reason
+		"200 "*ignored*) note "webhook $c to site $REPLY: $out" ;;
 		"409 "* | "404 "*) note "webhook $c to site $REPLY: $out" ;;
 		*) fail "webhook $c to site $REPLY: $out" ;;
 		esac
@@ -345,7 +349,7 @@ run_op() {
 		pick "$i"
 		c=$REPLY
 		[ "$(sql "SELECT state FROM sites WHERE domain = '${DELIVERY_SITE[$c]}'")" = active ] || return 0
-		body="{\"ref\":\"refs/heads/main\",\"after\":\"$COMMIT\"}"
+		body=${DELIVERY_BODY[$c]}
 		out=$(webhook "${DELIVERY_SITE[$c]}" "$c" "$body")
 		[[ "$out" == "200 "*duplicate* ]] || fail "delivery $c replayed to site ${DELIVERY_SITE[$c]}: $out (want 200 duplicate)"
 		;;

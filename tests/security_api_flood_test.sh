@@ -26,7 +26,7 @@ SECRET=$(echo "$out" | jq -r .webhook_secret)
 # Its site.create job would wait for an agent that never comes (and hold up the stop).
 JOB=$(echo "$out" | jq -r .job_id)
 api -X POST "$T_URL/api/v1/jobs/$JOB/cancel" >/dev/null
-t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$JOB | jq -e '.state == \"cancelled\" or .state == \"failed\"'" ||
+t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$JOB | jq -e '.state == \"cancelled\" or .state == \"failed\" or .state == \"failed_dirty\"'" ||
 	fail "site.create job $JOB did not end"
 
 # Ten tokens for the streams (30 each: under the per-token cap of 32).

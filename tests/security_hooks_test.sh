@@ -23,7 +23,7 @@ SECRET=$(echo "$out" | jq -r .webhook_secret)
 
 job_end() { # JOB: cancel it and wait until it is over
 	api -X POST "$T_URL/api/v1/jobs/$1/cancel" >/dev/null || true
-	t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$1 | jq -e '.state == \"cancelled\" or .state == \"failed\" or .state == \"done\"'" ||
+	t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$1 | jq -e '.state == \"cancelled\" or .state == \"failed\" or .state == \"failed_dirty\" or .state == \"done\"'" ||
 		fail "job $1 did not end"
 }
 job_end "$(echo "$out" | jq -r .job_id)"

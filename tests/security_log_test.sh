@@ -47,7 +47,7 @@ code "$T_URL/api/v1/nowhere/$QS?key=$QS" >/dev/null
 code -H "Authorization: Bearer $TOKEN" "$T_URL/api/v1/events?after=0&kind=$QS" --max-time 1 >/dev/null || true
 for j in "${JOBS[@]}"; do api -X POST "$T_URL/api/v1/jobs/$j/cancel" >/dev/null || true; done
 for j in "${JOBS[@]}"; do
-	t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$j | jq -e '.state == \"cancelled\" or .state == \"failed\" or .state == \"done\"'" || fail "job $j did not end"
+	t_wait 20 sh -c "curl -s -H 'Authorization: Bearer $TOKEN' $T_URL/api/v1/jobs/$j | jq -e '.state == \"cancelled\" or .state == \"failed\" or .state == \"failed_dirty\" or .state == \"done\"'" || fail "job $j did not end"
 done
 kill -TERM "$T_PID"
 t_wait 15 t_gone "$T_PID" || fail "stoked did not stop"
