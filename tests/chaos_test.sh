@@ -338,7 +338,7 @@ run_op() {
 			DELIVERY_DEP[$c]=$(jq -r .deployment_id <<<"${out#* }")
 			;;
 		# the same commit as the one deployed (or being deployed): ignored, with its reason
-		"200 "*ignored*) note "webhook $c to site $REPLY: $out" ;;
+		"200 "*ignored* | "202 "*ignored*) note "webhook $c to site $REPLY: $out" ;;
 		"409 "* | "404 "*) note "webhook $c to site $REPLY: $out" ;;
 		*) fail "webhook $c to site $REPLY: $out" ;;
 		esac
