@@ -396,6 +396,36 @@ test_stop_mid_step(void **state)
 	assert_int_equal(store_int(s, -1, "SELECT attempts FROM jobs WHERE id=?", "i", id), 1);
 }
 
+/* Stops the engine and makes a job of type as a dead controller left it: running under an
+ * expired lease of another owner, with "SET ..." applied to its row. */
+static int64_t
+jt_dead_job(const char *type, const char *set)
+{
+	char sql[512];
+	int64_t id;
+
+	jobs_stop(jt_engine);
+	jt_engine = NULL;
+	id = jt_enqueue(type, NULL);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE jobs SET state='running', lease_owner='dead', lease_until=0, %s"
+		 " WHERE id=?",
+		 set);
+	assert_int_equal(store_exec(store_thread(), sql, "i", id), 0);
+	return id;
+}
+
+/* Starts a one-worker engine, as a controller coming back. */
+static void
+jt_restart(int max_resumes)
+{
+	struct jobs_engine_opts o = {
+	    .workers = 1, .lease_ms = 1500, .poll_ms = 50, .max_resumes = max_resumes};
+	char e[256];
+
+	assert_int_equal(jobs_start(&o, &jt_engine, e, sizeof(e)), 0);
+}
+
 /* A job that a crash interrupted more often than the limit fails, undone, saying why. */
 static void
 test_resume_limit(void **state)
@@ -405,22 +435,10 @@ test_resume_limit(void **state)
 	int64_t id;
 
 	(void)state;
-	jobs_stop(jt_engine);
-	jt_engine = NULL;
-	id = jt_enqueue("t.three", NULL);
-	store_exec(s,
-		   "UPDATE jobs SET state='running', lease_owner='dead', lease_until=0,"
-		   " attempts=1, resumes=3, step=1, step_started=1 WHERE id=?",
-		   "i", id);
+	id = jt_dead_job("t.three", "attempts=1, resumes=3, step=1, step_started=1");
 	store_exec(s, "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?, 0, 'zero', 'done')",
 		   "i", id);
-	{
-		struct jobs_engine_opts o = {
-		    .workers = 1, .lease_ms = 1500, .poll_ms = 50, .max_resumes = 3};
-		char e[256];
-
-		assert_int_equal(jobs_start(&o, &jt_engine, e, sizeof(e)), 0);
-	}
+	jt_restart(3);
 	assert_true(jt_wait(id, "failed"));
 	assert_string_equal(jt_log, "u1 u0 "); /* nothing run again; what was made undone */
 	err = store_text(s, "SELECT error FROM jobs WHERE id=?", "i", id);
@@ -477,24 +495,13 @@ test_crash_in_undo(void **state)
 	int64_t id;
 
 	(void)state;
-	jobs_stop(jt_engine);
-	jt_engine = NULL;
-	id = jt_enqueue("t.three", NULL);
-	store_exec(s,
-		   "UPDATE jobs SET state='running', lease_owner='dead', lease_until=0,"
-		   " attempts=3, step=2, step_started=1, end_state='failed', error='boom 2',"
-		   " undo_attempts=1 WHERE id=?",
-		   "i", id);
+	id = jt_dead_job("t.three", "attempts=3, step=2, step_started=1, end_state='failed',"
+				    " error='boom 2', undo_attempts=1");
 	store_exec(s,
 		   "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?1, 0, 'zero', 'done'),"
 		   " (?1, 1, 'one', 'done'), (?1, 2, 'two', 'undone')",
 		   "i", id);
-	{
-		struct jobs_engine_opts o = {.workers = 1, .lease_ms = 1500, .poll_ms = 50};
-		char e[256];
-
-		assert_int_equal(jobs_start(&o, &jt_engine, e, sizeof(e)), 0);
-	}
+	jt_restart(0);
 	assert_true(jt_wait(id, "failed"));
 	assert_string_equal(jt_log, "u1 u0 ");
 	assert_int_equal(store_int(s, -1, "SELECT resumes FROM jobs WHERE id=?", "i", id), 0);
@@ -508,19 +515,8 @@ test_once_not_rerun(void **state)
 	int64_t id;
 
 	(void)state;
-	jobs_stop(jt_engine);
-	jt_engine = NULL;
-	id = jt_enqueue("t.once", NULL);
-	store_exec(s,
-		   "UPDATE jobs SET state='running', lease_owner='dead', lease_until=0,"
-		   " attempts=1, step=1, step_started=1 WHERE id=?",
-		   "i", id);
-	{
-		struct jobs_engine_opts o = {.workers = 1, .lease_ms = 1500, .poll_ms = 50};
-		char e[256];
-
-		assert_int_equal(jobs_start(&o, &jt_engine, e, sizeof(e)), 0);
-	}
+	id = jt_dead_job("t.once", "attempts=1, step=1, step_started=1");
+	jt_restart(0);
 	assert_true(jt_wait(id, "failed"));
 	assert_string_equal(jt_log, ""); /* "one" was not run again */
 	err = store_text(s, "SELECT error FROM jobs WHERE id=?", "i", id);
