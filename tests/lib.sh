@@ -168,3 +168,19 @@ t_publish() {
 	git -C "$WORK" push -q "$ORIGIN" main 2>/dev/null
 	git -C "$WORK" rev-parse HEAD
 }
+
+# t_row_site SITE_JSON: a controller on $T_TMP/data (sets DATA, TOKEN, api()) with server
+# web-1 as a bare row (no agent: enough to answer webhooks and the API) and a site created
+# from SITE_JSON on it; sets SITE, SECRET and SITE_OUT (the create answer).
+t_row_site() {
+	DATA=$T_TMP/data
+	t_start_stoked "$STOKE_BUILD/controller/stoked" "$DATA"
+	TOKEN=$("$STOKE_BUILD/controller/stoked" token create --data-dir "$DATA" --name test)
+	api() { curl -sS --max-time 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+	local now=$(($(date +%s) * 1000))
+	t_sql "$DATA/stoke.db" "INSERT INTO servers (id, name, provider, ipv4, state, created_at, updated_at) VALUES (1, 'web-1', 'custom', '203.0.113.5', 'active', $now, $now)" >/dev/null
+	SITE_OUT=$(api -X POST "$T_URL/api/v1/sites" -d "$1")
+	SITE=$(echo "$SITE_OUT" | jq -r .site.id)
+	SECRET=$(echo "$SITE_OUT" | jq -r .webhook_secret)
+	[[ "$SITE" =~ ^[0-9]+$ ]] || fail "site create: $SITE_OUT"
+}

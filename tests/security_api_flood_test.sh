@@ -7,22 +7,12 @@
 # closed by the read deadline, slow ones that trickle their headers by the header deadline. Traffic goes to 127.0.0.0/8 only; everything stops by itself.
 source "$(dirname "$0")/lib.sh"
 
-STOKED=$STOKE_BUILD/controller/stoked
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [ "$(ulimit -n)" -ge 4096 ] || fail "needs 4096 descriptors (ulimit -n is $(ulimit -n))"
 
-DATA=$T_TMP/data
-t_start_stoked "$STOKED" "$DATA"
-TOKEN=$("$STOKED" token create --data-dir "$DATA" --name test)
-api() { curl -sS --max-time 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
-
 # A site to send webhooks to (its server is a row: no agent is needed to answer a hook).
-NOW=$(($(date +%s) * 1000))
-t_sql "$DATA/stoke.db" "INSERT INTO servers (id, name, provider, ipv4, state, created_at, updated_at) VALUES (1, 'web-1', 'custom', '203.0.113.5', 'active', $NOW, $NOW)" >/dev/null
-out=$(api -X POST "$T_URL/api/v1/sites" -d '{"server":"web-1","domain":"flood.test"}')
-SITE=$(echo "$out" | jq -r .site.id)
-SECRET=$(echo "$out" | jq -r .webhook_secret)
-[[ "$SITE" =~ ^[0-9]+$ ]] || fail "site create: $out"
+t_row_site '{"server":"web-1","domain":"flood.test"}'
+out=$SITE_OUT
 # Its site.create job would wait for an agent that never comes (and hold up the stop).
 JOB=$(echo "$out" | jq -r .job_id)
 api -X POST "$T_URL/api/v1/jobs/$JOB/cancel" >/dev/null

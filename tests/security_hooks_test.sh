@@ -7,19 +7,9 @@
 # the site's server is a row, and every job the test makes is cancelled.
 source "$(dirname "$0")/lib.sh"
 
-STOKED=$STOKE_BUILD/controller/stoked
 FX=$STOKE_SRC/tests/fixtures/webhooks
-DATA=$T_TMP/data
-t_start_stoked "$STOKED" "$DATA"
-TOKEN=$("$STOKED" token create --data-dir "$DATA" --name test)
-api() { curl -sS --max-time 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
-
-NOW=$(($(date +%s) * 1000))
-t_sql "$DATA/stoke.db" "INSERT INTO servers (id, name, provider, ipv4, state, created_at, updated_at) VALUES (1, 'web-1', 'custom', '203.0.113.5', 'active', $NOW, $NOW)" >/dev/null
-out=$(api -X POST "$T_URL/api/v1/sites" -d '{"server":"web-1","domain":"hook.test","branch":"main","repo_url":"https://git.example.com/acme/site.git"}')
-SITE=$(echo "$out" | jq -r .site.id)
-SECRET=$(echo "$out" | jq -r .webhook_secret)
-[[ "$SITE" =~ ^[0-9]+$ ]] || fail "site create: $out"
+t_row_site '{"server":"web-1","domain":"hook.test","branch":"main","repo_url":"https://git.example.com/acme/site.git"}'
+out=$SITE_OUT
 
 job_end() { # JOB: cancel it and wait until it is over
 	api -X POST "$T_URL/api/v1/jobs/$1/cancel" >/dev/null || true

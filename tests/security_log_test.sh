@@ -5,17 +5,8 @@
 # (The first start's admin token, which stoked prints to stdout, is not one of them.)
 source "$(dirname "$0")/lib.sh"
 
-STOKED=$STOKE_BUILD/controller/stoked
-DATA=$T_TMP/data
-t_start_stoked "$STOKED" "$DATA"
-TOKEN=$("$STOKED" token create --data-dir "$DATA" --name test)
-api() { curl -sS --max-time 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
-
-NOW=$(($(date +%s) * 1000))
-t_sql "$DATA/stoke.db" "INSERT INTO servers (id, name, provider, ipv4, state, created_at, updated_at) VALUES (1, 'web-1', 'custom', '203.0.113.5', 'active', $NOW, $NOW)" >/dev/null
-out=$(api -X POST "$T_URL/api/v1/sites" -d '{"server":"web-1","domain":"log.test","branch":"main"}')
-SITE=$(echo "$out" | jq -r .site.id)
-SECRET=$(echo "$out" | jq -r .webhook_secret)
+t_row_site '{"server":"web-1","domain":"log.test","branch":"main"}'
+out=$SITE_OUT
 DTOKEN=$(echo "$out" | jq -r .deploy_token)
 [[ "$DTOKEN" == dpl_* ]] || fail "site create: $out"
 JOBS=("$(echo "$out" | jq -r .job_id)")
