@@ -275,8 +275,8 @@ cmd_git_checkout_run(struct cmd_git_checkout_state *g, const char *cwd, const ch
  * file. *out NULL when it does not exist. 0, or an ERR_* code with err filled.
  */
 static int
-cmd_git_checkout_read_config(const struct cmd_git_checkout_state *g, const char *path,
-			     size_t max, char **out, char *err, size_t errlen)
+cmd_git_checkout_read_config(const struct cmd_git_checkout_state *g, const char *path, size_t max,
+			     char **out, char *err, size_t errlen)
 {
 	struct policy_fs fs;
 	struct stat st;
@@ -303,9 +303,9 @@ cmd_git_checkout_read_config(const struct cmd_git_checkout_state *g, const char 
 		close(fd);
 		return err_set(err, errlen, ERR_TOOBIG, "%s: larger than %zu bytes", path, max);
 	}
-	while (len < (size_t)st.st_size &&
-	       ((r = read(fd, text + len, (size_t)st.st_size - len)) > 0 ||
-		(r < 0 && errno == EINTR)))
+	while (
+	    len < (size_t)st.st_size &&
+	    ((r = read(fd, text + len, (size_t)st.st_size - len)) > 0 || (r < 0 && errno == EINTR)))
 		len += r > 0 ? (size_t)r : 0;
 	close(fd);
 	text[len] = '\0';

@@ -453,9 +453,8 @@ cmd_nginx_site_test_untrusted_config(void **state)
 
 	/* 1. The configuration includes a folder the deploy user owns. */
 	snprintf(text, sizeof(text), "%sinclude %s/*.conf;\n", main_text, deploy);
-	assert_int_equal(testutil_write(cmd_nginx_site_test_at(t, "conf/include-deploy.conf"),
-					text, 0644),
-			 0);
+	assert_int_equal(
+	    testutil_write(cmd_nginx_site_test_at(t, "conf/include-deploy.conf"), text, 0644), 0);
 	cmd_nginx_site_test_cfg_conf(t, &cfg, "conf/include-deploy.conf");
 	cmd_nginx_site_test_snap(t, "one.example.com", &before);
 	assert_int_equal(cmd_nginx_site_test_run(t, &cfg, "one.example.com", names,
@@ -476,9 +475,8 @@ cmd_nginx_site_test_untrusted_config(void **state)
 	assert_int_equal(testutil_write(so, "not really a module\n", 0644), 0);
 	assert_int_equal(chown(so, (uid_t)uid, (gid_t)-1), 0);
 	snprintf(text, sizeof(text), "load_module %s;\n%s", so, main_text);
-	assert_int_equal(testutil_write(cmd_nginx_site_test_at(t, "conf/load-module.conf"), text,
-					0644),
-			 0);
+	assert_int_equal(
+	    testutil_write(cmd_nginx_site_test_at(t, "conf/load-module.conf"), text, 0644), 0);
 	cmd_nginx_site_test_cfg_conf(t, &cfg, "conf/load-module.conf");
 	assert_int_equal(cmd_nginx_site_test_run(t, &cfg, "one.example.com", names,
 						 cmd_nginx_site_test_at(t, "www/three"), 1, 0,
@@ -491,9 +489,8 @@ cmd_nginx_site_test_untrusted_config(void **state)
 	testutil_cfg_fini(&cfg);
 
 	/* 3. A main configuration others may write. */
-	assert_int_equal(testutil_write(cmd_nginx_site_test_at(t, "conf/writable.conf"), main_text,
-					0666),
-			 0);
+	assert_int_equal(
+	    testutil_write(cmd_nginx_site_test_at(t, "conf/writable.conf"), main_text, 0666), 0);
 	cmd_nginx_site_test_cfg_conf(t, &cfg, "conf/writable.conf");
 	assert_int_equal(cmd_nginx_site_test_run(t, &cfg, "one.example.com", names,
 						 cmd_nginx_site_test_at(t, "www/three"), 1, 0,

@@ -57,8 +57,8 @@ cmd_write_file_put(const struct policy_write *w, const uint8_t *data, size_t len
 		if (snprintf(tmp, sizeof(tmp), ".%.200s.stoke-%ld-%u", w->base, (long)getpid(),
 			     atomic_fetch_add(&seq, 1)) >= (int)sizeof(tmp))
 			return err_set(err, errlen, ERR_INVAL, "file name too long");
-		fd = openat(w->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			    0600);
+		fd =
+		    openat(w->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd == -1 && errno != EEXIST)
 			return err_set(err, errlen, ERR_IO, "create temp file: %s",
 				       strerror(errno));

@@ -354,16 +354,16 @@ cmd_write_file_test_setid_refused(void **state)
 	for (int root = 0; root < 2; root++) {
 		t->root = root;
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-			cmd_write_file_test_refused_g(
-			    t, cmd_write_file_test_at(t, cases[i].rel), cases[i].owner,
-			    cases[i].group, cases[i].mode, "set-user-ID or set-group-ID");
+			cmd_write_file_test_refused_g(t, cmd_write_file_test_at(t, cases[i].rel),
+						      cases[i].owner, cases[i].group, cases[i].mode,
+						      "set-user-ID or set-group-ID");
 	}
 	t->root = 0;
 	/* Replacing a set-id file without naming a mode would keep its mode: refused too. */
 	snprintf(path, sizeof(path), "%s", cmd_write_file_test_at(t, "www/site/kept"));
 	assert_int_equal(testutil_write(path, "old\n", 0644), 0);
-	assert_int_equal(chown(path, getpwnam(TESTUTIL_USER)->pw_uid, getpwnam(TESTUTIL_USER)->pw_gid),
-			 0);
+	assert_int_equal(
+	    chown(path, getpwnam(TESTUTIL_USER)->pw_uid, getpwnam(TESTUTIL_USER)->pw_gid), 0);
 	assert_int_equal(chmod(path, 04755), 0);
 	cmd_write_file_test_refused(t, path, "", 0, "set-user-ID");
 
@@ -419,8 +419,9 @@ cmd_write_file_test_other_users_keys(void **state)
 {
 	struct cmd_write_file_test *t = *state;
 	char home[PATH_MAX], ssh[PATH_MAX + 8], keys[PATH_MAX + 32], *text;
-	const char *add[] = {"useradd", "-M", "-r", "-s", "/bin/sh", "-d", home,
-			     CMD_WRITE_FILE_TEST_KEYS_USER, NULL};
+	const char *add[] = {"useradd", "-M", "-r", "-s",
+			     "/bin/sh", "-d", home, CMD_WRITE_FILE_TEST_KEYS_USER,
+			     NULL};
 	const char *del[] = {"userdel", CMD_WRITE_FILE_TEST_KEYS_USER, NULL};
 	struct passwd *pw;
 
@@ -471,8 +472,8 @@ cmd_write_file_test_users_link_not_followed(void **state)
 
 	/* As root: the walk stops at the user's folder and never reaches the link. */
 	t->root = 1;
-	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/site/cfg/planted.conf"), "root",
-				    0644, "belongs to uid");
+	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/site/cfg/planted.conf"),
+				    "root", 0644, "belongs to uid");
 	cmd_write_file_test_refused(t, cmd_write_file_test_at(t, "www/site/cfg/planted.conf"), "",
 				    0644, "Permission denied");
 	t->root = 0;

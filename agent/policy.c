@@ -144,8 +144,7 @@ policy_user(const char *name, uid_t uid, uid_t *uid_out, gid_t *gid_out, char *n
 				       name != NULL ? name : "?", strerror(rc));
 		if (name != NULL)
 			return err_set(why, whylen, ERR_NOTFOUND, "user %s does not exist", name);
-		return err_set(why, whylen, ERR_NOTFOUND, "uid %ld has no passwd entry",
-			       (long)uid);
+		return err_set(why, whylen, ERR_NOTFOUND, "uid %ld has no passwd entry", (long)uid);
 	}
 	if (uid_out != NULL)
 		*uid_out = pw.pw_uid;
@@ -165,8 +164,8 @@ static int
 policy_run_as(const struct agent_config *cfg, const char *user, char *why, size_t whylen)
 {
 	const char *name = user != NULL && user[0] != '\0' ? user
-			   : cfg->default_user != NULL	    ? cfg->default_user
-							    : "";
+			   : cfg->default_user != NULL	   ? cfg->default_user
+							   : "";
 	uid_t uid;
 	int rc;
 
@@ -197,8 +196,7 @@ policy_rule_script(const struct agent_config *cfg, const Stoke__Command *cmd, ch
 }
 
 static int
-policy_rule_git(const struct agent_config *cfg, const Stoke__Command *cmd, char *why,
-		size_t whylen)
+policy_rule_git(const struct agent_config *cfg, const Stoke__Command *cmd, char *why, size_t whylen)
 {
 	if (cmd->git_checkout == NULL)
 		return err_set(why, whylen, ERR_INVAL, "not a git_checkout command");
@@ -243,9 +241,8 @@ policy_write_ids(const struct agent_config *cfg, const Stoke__WriteFileCommand *
 			return err_set(why, whylen, ERR_INVAL, "group: %s", check);
 		rc = getgrnam_r(wf->group, &gr, mem, sizeof(mem), &grp);
 		if (grp == NULL)
-			return err_set(why, whylen, rc != 0 ? ERR_IO : ERR_NOTFOUND,
-				       "group: %s %s", wf->group,
-				       rc != 0 ? strerror(rc) : "does not exist");
+			return err_set(why, whylen, rc != 0 ? ERR_IO : ERR_NOTFOUND, "group: %s %s",
+				       wf->group, rc != 0 ? strerror(rc) : "does not exist");
 		*gid = gr.gr_gid;
 		if (*gid == 0 && !cfg->allow_root)
 			return err_set(why, whylen, ERR_AUTH,
@@ -366,8 +363,7 @@ static const struct policy_rule {
 };
 
 int
-policy_check(const struct agent_config *cfg, const Stoke__Command *cmd, char *why,
-	     size_t whylen)
+policy_check(const struct agent_config *cfg, const Stoke__Command *cmd, char *why, size_t whylen)
 {
 	if (cfg == NULL || cmd == NULL)
 		return err_set(why, whylen, ERR_INVAL, "no command");
@@ -424,8 +420,8 @@ struct policy_owner {
 };
 
 static int
-policy_owner_meet(struct policy_owner *o, uid_t uid, const char *what, const char *path,
-		  char *why, size_t whylen)
+policy_owner_meet(struct policy_owner *o, uid_t uid, const char *what, const char *path, char *why,
+		  size_t whylen)
 {
 	if (uid == 0)
 		return 0;
@@ -455,8 +451,7 @@ policy_write_dir_ok(const struct stat *st, const char *path, int last, struct po
 		return rc;
 	if (last < 0)
 		return 0; /* the file's own folder: checked once known to be in a root */
-	if ((st->st_mode & 022) != 0 &&
-	    !(st->st_uid == 0 && (st->st_mode & S_ISVTX) != 0 && !last))
+	if ((st->st_mode & 022) != 0 && !(st->st_uid == 0 && (st->st_mode & S_ISVTX) != 0 && !last))
 		return err_set(why, whylen, ERR_AUTH,
 			       "folder %s is writable by its group or others (mode %04o)", path,
 			       (unsigned)(st->st_mode & 07777));
@@ -465,8 +460,8 @@ policy_write_dir_ok(const struct stat *st, const char *path, int last, struct po
 
 /* Walks the folder dir (absolute, normalised) from "/"; see policy_write_open. */
 static int
-policy_write_walk(const char *dir, struct policy_owner *o, int *dfd, char real[PATH_MAX],
-		  char *why, size_t whylen)
+policy_write_walk(const char *dir, struct policy_owner *o, int *dfd, char real[PATH_MAX], char *why,
+		  size_t whylen)
 {
 	char todo[2 * PATH_MAX], next[2 * PATH_MAX], link[PATH_MAX], part[NAME_MAX + 1];
 	struct stat st;
@@ -680,9 +675,7 @@ policy_write_open(const struct agent_config *cfg, const Stoke__WriteFileCommand 
 		goto fail;
 	/* The group: named, else the replaced file's when no owner is named, else the
 	 * owner's own. */
-	w->gid = gid != (gid_t)-1			 ? gid
-		 : w->exists && wf->owner[0] == '\0' ? st.st_gid
-						     : pgid;
+	w->gid = gid != (gid_t)-1 ? gid : w->exists && wf->owner[0] == '\0' ? st.st_gid : pgid;
 	if (w->gid == 0 && !cfg->allow_root) {
 		rc = err_set(why, whylen, ERR_AUTH,
 			     "the file would belong to the group root, which is not allowed "
@@ -728,8 +721,8 @@ policy_fs_enter(struct policy_fs *s, uid_t uid, gid_t gid, const char *name, cha
 	}
 	if (uid == 0)
 		return 0; /* root acts as itself (allow_root); the group is set by fchown */
-	if ((s->ngroups = getgroups((int)(sizeof(s->groups) / sizeof(s->groups[0])),
-				    s->groups)) < 0)
+	if ((s->ngroups = getgroups((int)(sizeof(s->groups) / sizeof(s->groups[0])), s->groups)) <
+	    0)
 		return err_set(why, whylen, ERR_IO, "getgroups: %s", strerror(errno));
 	if (name == NULL || getgrouplist(name, gid, groups, &n) == -1) {
 		groups[0] = gid;
@@ -818,8 +811,8 @@ policy_trusted_path(const char *path, int kind, int depth, char *why, size_t why
 			       path != NULL ? path : "(none)");
 	if (depth > POLICY_LINKS_MAX)
 		return err_set(why, whylen, ERR_INVAL, "%s: too many links", path);
-	if ((rc = policy_trusted_one("/", len == 1 ? kind : POLICY_DIR_PASS, depth, why,
-				     whylen)) != 0)
+	if ((rc = policy_trusted_one("/", len == 1 ? kind : POLICY_DIR_PASS, depth, why, whylen)) !=
+	    0)
 		return rc;
 	for (size_t i = 1; i < len; i++) {
 		size_t end = i, rest;
@@ -1031,9 +1024,8 @@ policy_nginx_file(struct policy_nginx_walk *nw, const char *path, int depth)
 	int fd, rc;
 
 	if (depth > POLICY_NGINX_DEPTH_MAX || ++nw->nfiles > POLICY_NGINX_FILES_MAX)
-		return policy_nginx_violation(nw, ERR_TOOBIG,
-					      "%s: includes nested too deep or too many files",
-					      path);
+		return policy_nginx_violation(
+		    nw, ERR_TOOBIG, "%s: includes nested too deep or too many files", path);
 	policy_nginx_add_dir(nw, path);
 	if (realpath(path, real) != NULL)
 		policy_nginx_add_dir(nw, real);
@@ -1051,14 +1043,15 @@ policy_nginx_file(struct policy_nginx_walk *nw, const char *path, int depth)
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_size > POLICY_NGINX_FILE_MAX ||
 	    (text = malloc((size_t)st.st_size + 1)) == NULL) {
 		close(fd);
-		return policy_nginx_violation(nw, ERR_IO,
-					      "nginx configuration %s: not a regular file of at most "
-					      "1 MiB",
-					      path);
+		return policy_nginx_violation(
+		    nw, ERR_IO,
+		    "nginx configuration %s: not a regular file of at most "
+		    "1 MiB",
+		    path);
 	}
-	while (len < (size_t)st.st_size &&
-	       ((r = read(fd, text + len, (size_t)st.st_size - len)) > 0 ||
-		(r < 0 && errno == EINTR)))
+	while (
+	    len < (size_t)st.st_size &&
+	    ((r = read(fd, text + len, (size_t)st.st_size - len)) > 0 || (r < 0 && errno == EINTR)))
 		len += r > 0 ? (size_t)r : 0;
 	close(fd);
 	text[len] = '\0';
@@ -1133,9 +1126,9 @@ policy_nginx_tree(const struct agent_config *cfg, const char *path)
 	for (size_t i = 0; !in && i < nw->ndirs; i++)
 		in = policy_under(path, nw->dirs[i]);
 	for (size_t i = 0; !in && i < 2; i++)
-		in = sites[i] != NULL && (policy_under(path, sites[i]) ||
-					  (realpath(sites[i], real) != NULL &&
-					   policy_under(path, real)));
+		in = sites[i] != NULL &&
+		     (policy_under(path, sites[i]) ||
+		      (realpath(sites[i], real) != NULL && policy_under(path, real)));
 	free(nw);
 	return in;
 }

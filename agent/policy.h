@@ -29,13 +29,13 @@ int policy_check(const struct agent_config *cfg, const Stoke__Command *cmd, char
 
 /* write_file, once allowed: the folder, pinned, and who the file is written as. */
 struct policy_write {
-	int dfd;		 /* the file's folder, opened without following another's link */
-	char real[PATH_MAX];	 /* that folder's real path */
-	const char *base;	 /* the file's name in it (points into the command's path) */
-	uid_t uid;		 /* the file's owner: the write runs as this user */
-	gid_t gid;		 /* the file's group */
-	mode_t mode;		 /* the file's mode (never set-id unless allow_setuid) */
-	int exists;		 /* the file exists (a regular file) and is replaced */
+	int dfd;	     /* the file's folder, opened without following another's link */
+	char real[PATH_MAX]; /* that folder's real path */
+	const char *base;    /* the file's name in it (points into the command's path) */
+	uid_t uid;	     /* the file's owner: the write runs as this user */
+	gid_t gid;	     /* the file's group */
+	mode_t mode;	     /* the file's mode (never set-id unless allow_setuid) */
+	int exists;	     /* the file exists (a regular file) and is replaced */
 };
 
 /*

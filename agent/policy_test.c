@@ -64,8 +64,8 @@ policy_test_write(const struct agent_config *cfg, const char *path, const char *
 static int
 policy_test_setup(void **state)
 {
-	static const char *const dirs[] = {"conf", "sites-available", "sites-enabled", "mods",
-					   "deploy", "www"};
+	static const char *const dirs[] = {"conf", "sites-available", "sites-enabled",
+					   "mods", "deploy",	      "www"};
 	struct policy_test *t = calloc(1, sizeof(*t));
 	char p[PATH_MAX];
 
@@ -110,8 +110,7 @@ policy_test_run_as(void **state)
 	assert_int_equal(policy_test_exec(&off, "", why, sizeof(why)), ERR_AUTH);
 	assert_int_equal(policy_test_exec(&off, TESTUTIL_USER, why, sizeof(why)), 0);
 	assert_int_equal(policy_test_exec(&on, "root", why, sizeof(why)), 0);
-	assert_int_equal(policy_test_exec(&off, "no-such-user-x", why, sizeof(why)),
-			 ERR_NOTFOUND);
+	assert_int_equal(policy_test_exec(&off, "no-such-user-x", why, sizeof(why)), ERR_NOTFOUND);
 	assert_int_equal(policy_test_exec(&off, "bad;name", why, sizeof(why)), ERR_INVAL);
 
 	ak.user = "root";
@@ -141,39 +140,37 @@ policy_test_write_rules(void **state)
 	snprintf(path, sizeof(path), "%s", policy_test_at(t, "www/f"));
 	assert_int_equal(testutil_cfg(&off, "write_roots", roots, NULL), 0);
 	assert_int_equal(testutil_cfg(&on, "write_roots", roots, "allow_root", "yes", NULL), 0);
-	assert_int_equal(testutil_cfg(&setuid_only, "write_roots", roots, "allow_setuid", "yes",
-				      NULL),
-			 0);
+	assert_int_equal(
+	    testutil_cfg(&setuid_only, "write_roots", roots, "allow_setuid", "yes", NULL), 0);
 	assert_int_equal(testutil_cfg(&both, "write_roots", roots, "allow_root", "yes",
 				      "allow_setuid", "yes", NULL),
 			 0);
 	for (unsigned m = 0; m < 3; m++) {
 		unsigned mode = m == 0 ? 04755 : m == 1 ? 02755 : 06755;
 
-		assert_int_equal(policy_test_write(&off, path, TESTUTIL_USER, "", mode, why,
+		assert_int_equal(
+		    policy_test_write(&off, path, TESTUTIL_USER, "", mode, why, sizeof(why)),
+		    ERR_AUTH);
+		assert_non_null(strstr(why, "set-user-ID"));
+		assert_int_equal(policy_test_write(&on, path, "root", "", mode, why, sizeof(why)),
+				 ERR_AUTH);
+		/* allow_setuid alone is not enough: it needs allow_root. */
+		assert_int_equal(policy_test_write(&setuid_only, path, TESTUTIL_USER, "", mode, why,
 						   sizeof(why)),
 				 ERR_AUTH);
-		assert_non_null(strstr(why, "set-user-ID"));
-		assert_int_equal(
-		    policy_test_write(&on, path, "root", "", mode, why, sizeof(why)), ERR_AUTH);
-		/* allow_setuid alone is not enough: it needs allow_root. */
-		assert_int_equal(policy_test_write(&setuid_only, path, TESTUTIL_USER, "", mode,
-						   why, sizeof(why)),
-				 ERR_AUTH);
-		assert_int_equal(
-		    policy_test_write(&both, path, "root", "", mode, why, sizeof(why)), 0);
+		assert_int_equal(policy_test_write(&both, path, "root", "", mode, why, sizeof(why)),
+				 0);
 	}
 	assert_int_equal(policy_test_write(&off, path, "root", "", 0644, why, sizeof(why)),
 			 ERR_AUTH);
-	assert_int_equal(policy_test_write(&off, path, TESTUTIL_USER, "root", 0644, why,
-					   sizeof(why)),
-			 ERR_AUTH);
-	assert_int_equal(policy_test_write(&on, path, "root", "root", 0644, why, sizeof(why)), 0);
 	assert_int_equal(
-	    policy_test_write(&off, path, TESTUTIL_USER, "", 01644, why, sizeof(why)), 0);
-	assert_int_equal(policy_test_write(&off, "/etc/passwd", TESTUTIL_USER, "", 0644, why,
-					   sizeof(why)),
-			 ERR_AUTH);
+	    policy_test_write(&off, path, TESTUTIL_USER, "root", 0644, why, sizeof(why)), ERR_AUTH);
+	assert_int_equal(policy_test_write(&on, path, "root", "root", 0644, why, sizeof(why)), 0);
+	assert_int_equal(policy_test_write(&off, path, TESTUTIL_USER, "", 01644, why, sizeof(why)),
+			 0);
+	assert_int_equal(
+	    policy_test_write(&off, "/etc/passwd", TESTUTIL_USER, "", 0644, why, sizeof(why)),
+	    ERR_AUTH);
 	testutil_cfg_fini(&off);
 	testutil_cfg_fini(&on);
 	testutil_cfg_fini(&setuid_only);
@@ -249,8 +246,7 @@ policy_test_nginx_walk(void **state)
 	policy_test_nginx_refused(t, "events {}\ninclude '../deploy/*.conf';\n", "belongs to uid");
 	/* A deploy user's file in root's folder, or a link to one. */
 	assert_int_equal(testutil_write(policy_test_at(t, "deploy/evil.conf"), "\n", 0644), 0);
-	assert_int_equal(chown(policy_test_at(t, "deploy/evil.conf"), (uid_t)t->uid, (gid_t)-1),
-			 0);
+	assert_int_equal(chown(policy_test_at(t, "deploy/evil.conf"), (uid_t)t->uid, (gid_t)-1), 0);
 	snprintf(target, sizeof(target), "%s", policy_test_at(t, "deploy/evil.conf"));
 	snprintf(link, sizeof(link), "%s", policy_test_at(t, "sites-enabled/evil"));
 	assert_int_equal(symlink(target, link), 0);

@@ -58,8 +58,8 @@ wire_frame_put(uint8_t *out, uint32_t id, const void *msg, size_t len)
 }
 
 int
-wire_frame_next(const uint8_t *buf, size_t len, size_t max, uint32_t *id,
-		const uint8_t **body, size_t *bodylen, size_t *used, char *why, size_t whylen)
+wire_frame_next(const uint8_t *buf, size_t len, size_t max, uint32_t *id, const uint8_t **body,
+		size_t *bodylen, size_t *used, char *why, size_t whylen)
 {
 	uint64_t n;
 

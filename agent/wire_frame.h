@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_FRAME_HDR 12	     /* length (8) + request id (4) */
-#define WIRE_PROTO_REQ0 0x30	     /* nng's protocol numbers: req0 is the agent, */
-#define WIRE_PROTO_REP0 0x31	     /* rep0 the controller */
+#define WIRE_FRAME_HDR 12    /* length (8) + request id (4) */
+#define WIRE_PROTO_REQ0 0x30 /* nng's protocol numbers: req0 is the agent, */
+#define WIRE_PROTO_REP0 0x31 /* rep0 the controller */
 
 /* The SP header this side (protocol proto) sends. */
 void wire_frame_sp_header(uint8_t out[8], unsigned proto);
@@ -28,8 +28,7 @@ void wire_frame_put(uint8_t *out, uint32_t id, const void *msg, size_t len);
  * needed; -1 when the frame is malformed: a length below 4 or a body over max bytes (why then
  * says so). Never reads past buf + len.
  */
-int wire_frame_next(const uint8_t *buf, size_t len, size_t max, uint32_t *id,
-		    const uint8_t **body, size_t *bodylen, size_t *used, char *why,
-		    size_t whylen);
+int wire_frame_next(const uint8_t *buf, size_t len, size_t max, uint32_t *id, const uint8_t **body,
+		    size_t *bodylen, size_t *used, char *why, size_t whylen);
 
 #endif

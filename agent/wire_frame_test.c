@@ -74,7 +74,8 @@ wire_frame_test_split(void **state)
 	wire_frame_put(buf, 7, "hello", 5);
 	for (n = 0; n < sizeof(buf); n++)
 		assert_int_equal(
-		    wire_frame_next(buf, n, 1024, &id, &body, &bodylen, &used, why, sizeof(why)), 0);
+		    wire_frame_next(buf, n, 1024, &id, &body, &bodylen, &used, why, sizeof(why)),
+		    0);
 	assert_int_equal(
 	    wire_frame_next(buf, sizeof(buf), 1024, &id, &body, &bodylen, &used, why, sizeof(why)),
 	    1);

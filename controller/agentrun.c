@@ -155,7 +155,8 @@ agentrun(struct job_ctx *ctx, int64_t server_id, const char *kind, const char *p
 		store_finalize(st);
 		st = NULL;
 		if (job_stopping(ctx)) {
-			/* the command goes on; the step, run again after the restart, waits for it */
+			/* the command goes on; the step, run again after the restart, waits for it
+			 */
 			rc = err_set(err, errlen, ERR_BUSY, "the controller is stopping");
 			goto out;
 		}

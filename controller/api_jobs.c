@@ -12,7 +12,7 @@
 #include "jobs.h"
 #include "store.h"
 
-static const char *const api_jobs_states[] = {"queued", "running",	    "done", "failed",
+static const char *const api_jobs_states[] = {"queued",	      "running",   "done", "failed",
 					      "failed_dirty", "cancelled", NULL};
 
 /* [a-z0-9._-]{1,max}: job types and resource kinds. */

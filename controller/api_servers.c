@@ -35,12 +35,13 @@ api_servers_cleanup(struct store *s, int64_t id)
 	json_t *o = json_null();
 	char iso[32];
 
-	st = store_query(s,
-			 "SELECT j.id, j.type, j.message, j.run_after, j.undo_attempts,"
-			 " (SELECT provider_id FROM servers WHERE id = ?1)"
-			 " FROM jobs j WHERE j.state = 'failed_dirty' AND j.resource_kind = 'server'"
-			 " AND j.resource_id = ?1 ORDER BY j.id DESC LIMIT 1",
-			 "i", id);
+	st =
+	    store_query(s,
+			"SELECT j.id, j.type, j.message, j.run_after, j.undo_attempts,"
+			" (SELECT provider_id FROM servers WHERE id = ?1)"
+			" FROM jobs j WHERE j.state = 'failed_dirty' AND j.resource_kind = 'server'"
+			" AND j.resource_id = ?1 ORDER BY j.id DESC LIMIT 1",
+			"i", id);
 	if (st != NULL && store_step(st) == STORE_ROW) {
 		time_iso(store_col_int(st, 3), iso);
 		o = json_pack("{s:I, s:s, s:s?, s:s, s:I, s:s?}", "job",

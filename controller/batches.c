@@ -410,11 +410,12 @@ batches_step_run(struct job_ctx *ctx, char *err, size_t errlen)
 			}
 		} else {
 			/* Not taken by its agent in time: offline, reported, not waited for. */
-			snprintf(why, sizeof(why),
-				 "agent offline: it did not confirm the command within %lld s (if it"
-				 " had received it, it may have run it; it is told to cancel it when"
-				 " it is back)",
-				 (long long)(pickup / 1000));
+			snprintf(
+			    why, sizeof(why),
+			    "agent offline: it did not confirm the command within %lld s (if it"
+			    " had received it, it may have run it; it is told to cancel it when"
+			    " it is back)",
+			    (long long)(pickup / 1000));
 			/* One already handed to a connection that went quiet: should its agent
 			 * wake up with it, it is told to cancel it. */
 			if (quiet_since < now - pickup) {

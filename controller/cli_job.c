@@ -307,13 +307,14 @@ cli_job_follow(struct cli *cli, int64_t id, const char *want, json_t **out)
 		else
 			ret = cli_error("job %" PRId64 " failed: %s", id, cli_jstr(job, "error"));
 	} else if (strcmp(state, "failed_dirty") == 0) {
-		ret = cli_error("job %" PRId64 " failed%s%s: %s; its undo has not finished: %s"
-				" (retried by itself; `stoke job retry %" PRId64 "` tries now)",
-				id, json_is_string(json_object_get(job, "failed_step")) ? " at step " : "",
-				json_is_string(json_object_get(job, "failed_step"))
-				    ? cli_jstr(job, "failed_step")
-				    : "",
-				cli_job_error(job), cli_jstr(job, "message"), id);
+		ret = cli_error(
+		    "job %" PRId64 " failed%s%s: %s; its undo has not finished: %s"
+		    " (retried by itself; `stoke job retry %" PRId64 "` tries now)",
+		    id, json_is_string(json_object_get(job, "failed_step")) ? " at step " : "",
+		    json_is_string(json_object_get(job, "failed_step"))
+			? cli_jstr(job, "failed_step")
+			: "",
+		    cli_job_error(job), cli_jstr(job, "message"), id);
 	} else if (strcmp(state, "cancelled") == 0) {
 		const char *why = cli_job_error(job);
 

@@ -145,10 +145,12 @@ cli_server_print(json_t *srv)
 			  cli_age(srv, "failed_at", age, sizeof(age)));
 	item = json_object_get(srv, "cleanup");
 	if (json_is_object(item))
-		cli_field("cleanup:", "not finished (job %" PRId64 ", tried %" PRId64
+		cli_field("cleanup:",
+			  "not finished (job %" PRId64 ", tried %" PRId64
 			  " times, next at %s): %s; left at the provider: %s",
-			  cli_jint(item, "job"), cli_jint(item, "tries"), cli_jstr(item, "next_try"),
-			  cli_jstr(item, "error"), cli_jstr(item, "provider_id"));
+			  cli_jint(item, "job"), cli_jint(item, "tries"),
+			  cli_jstr(item, "next_try"), cli_jstr(item, "error"),
+			  cli_jstr(item, "provider_id"));
 	cli_field("provider:", "%s, region %s, size %s, image %s", cli_jstr(srv, "provider"),
 		  cli_jstr(srv, "region"), cli_jstr(srv, "size"), cli_jstr(srv, "image"));
 	cli_field("provider id:", "%s", cli_jstr(srv, "provider_id"));

@@ -142,8 +142,7 @@ cloud_http_open(struct cloud_ctx *ctx, const struct cloud_api *api, char *err, s
 		return 0;
 	/* Never a silent fallback to the real provider: a context names its URL. */
 	if (base == NULL || base[0] == '\0')
-		return err_set(err, errlen, ERR_INVAL, "%s: no API URL configured",
-			       api->provider);
+		return err_set(err, errlen, ERR_INVAL, "%s: no API URL configured", api->provider);
 	http_client_free(ctx->http);
 	ctx->http = NULL;
 	ctx->http_api = NULL;

@@ -556,8 +556,7 @@ hub_exec_ok(struct hub *h, int rc)
 /* Whether output for command id of server_id may be stored, and how many bytes of it it
  * has: a command of another server, a finished one, a sequence number out of range: no. */
 static int
-hub_output_allowed(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id,
-		   int64_t *bytes)
+hub_output_allowed(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id, int64_t *bytes)
 {
 	struct store_stmt *st;
 	int ok = 0;
@@ -630,9 +629,9 @@ hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
 	}
 	if (ins != NULL && cut) {
 		char mark[96];
-		int n = snprintf(mark, sizeof(mark),
-				 "[stoke: output cut here: more than %lld bytes]",
-				 (long long)h->opts.output_max);
+		int n =
+		    snprintf(mark, sizeof(mark), "[stoke: output cut here: more than %lld bytes]",
+			     (long long)h->opts.output_max);
 
 		if (store_rebind(ins, "iisit", (int64_t)o->command_id,
 				 ((int64_t)o->seq << 16) | 0xffff, "system", now, mark,
@@ -650,9 +649,8 @@ hub_store_output(struct hub *h, const Stoke__OutputChunk *o, int64_t server_id)
 				  "UPDATE commands SET output_bytes = ?, started_at ="
 				  " coalesce(started_at, ?), state = CASE WHEN state IN ('sent',"
 				  " 'queued') THEN 'running' ELSE state END WHERE id = ?",
-				  "iii",
-				  cut ? (int64_t)h->opts.output_max + 1 : bytes + added,
-				  now, (int64_t)o->command_id));
+				  "iii", cut ? (int64_t)h->opts.output_max + 1 : bytes + added, now,
+				  (int64_t)o->command_id));
 }
 
 /*

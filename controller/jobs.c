@@ -45,11 +45,11 @@ struct job_ctx {
 	char *resource_kind;
 	int64_t resource_id;
 	int attempt;
-	int resumes;	  /* claims after a lease expiry (a crash), not attempts */
-	int cleanup;	  /* claimed to finish an undo (end_state set) */
-	int dirty;	  /* was failed_dirty: the resource already followed its end */
+	int resumes;	    /* claims after a lease expiry (a crash), not attempts */
+	int cleanup;	    /* claimed to finish an undo (end_state set) */
+	int dirty;	    /* was failed_dirty: the resource already followed its end */
 	char end_state[16]; /* cleanup: "failed" or "cancelled" */
-	int64_t deadline; /* epoch ms, 0 = none */
+	int64_t deadline;   /* epoch ms, 0 = none */
 	atomic_int cancel;
 	atomic_int active;
 };
@@ -296,8 +296,11 @@ jobs_backoff(const struct job_type *t, int attempts)
 									     * even when the       \
 									     * heartbeat runs late \
 									     */                    \
-	" OR (state = 'running' AND lease_until < ?1 AND lease_owner != ?3)"                       \
-	/* an undo that did not finish, due again, and not being finished now */                   \
+	" OR (state = 'running' AND lease_until < ?1 AND lease_owner != ?3)" /* an undo that did   \
+										not finish, due    \
+										again, and not     \
+										being finished now \
+									      */                   \
 	" OR (state = 'failed_dirty' AND run_after <= ?1"                                          \
 	" AND (lease_until IS NULL OR (lease_until < ?1 AND lease_owner != ?3))))"                 \
 	" AND (?2 IS NULL OR queue = ?2)" /* a "serial:" queue runs its jobs one at a time, in     \
@@ -438,7 +441,8 @@ jobs_undo(struct job_ctx *ctx, char *uerr, size_t uerrlen)
 			       "ssiid", rc ? "undo_failed" : "undone", rc ? err : NULL,
 			       store_now_ms(), ctx->id, i) != 0 &&
 		    rc == 0) {
-			/* Not recorded as undone: it will be undone again (undos are idempotent). */
+			/* Not recorded as undone: it will be undone again (undos are idempotent).
+			 */
 			failed++;
 			if (uerr[0] == '\0')
 				snprintf(uerr, uerrlen, "undo %s: database: %s", t->steps[i].name,
@@ -513,11 +517,12 @@ jobs_cleanup(struct job_ctx *ctx)
 		delay = jobs_backoff(t, tries > 0 ? tries : 1);
 		snprintf(msg, sizeof(msg), "%s (undo tried %d time%s; next in %ld s)", uerr,
 			 tries > 0 ? tries : 1, tries > 1 ? "s" : "", (delay + 999) / 1000);
-		store_exec(s,
-			   "UPDATE jobs SET state = 'failed_dirty', message = ?1, run_after = ?2,"
-			   " finished_at = ?3, updated_at = ?3, lease_owner = NULL,"
-			   " lease_until = NULL, step_started = 0 WHERE id = ?4 AND lease_owner = ?5",
-			   "siiis", msg, now + delay, now, ctx->id, ctx->engine->owner);
+		store_exec(
+		    s,
+		    "UPDATE jobs SET state = 'failed_dirty', message = ?1, run_after = ?2,"
+		    " finished_at = ?3, updated_at = ?3, lease_owner = NULL,"
+		    " lease_until = NULL, step_started = 0 WHERE id = ?4 AND lease_owner = ?5",
+		    "siiis", msg, now + delay, now, ctx->id, ctx->engine->owner);
 	}
 	if (store_changes(s) == 0) {
 		store_rollback(s);
@@ -703,9 +708,10 @@ jobs_run(struct job_ctx *ctx, int step, int step_started)
 		}
 		/* A graceful stop cut the step short: it runs again after the restart. */
 		if (atomic_load(&ctx->engine->stopping) && !atomic_load(&ctx->cancel)) {
-			log_info("job %lld [%s]: step %s stopped by the shutdown; it runs again after"
-				 " the restart",
-				 (long long)ctx->id, t->name, st->name);
+			log_info(
+			    "job %lld [%s]: step %s stopped by the shutdown; it runs again after"
+			    " the restart",
+			    (long long)ctx->id, t->name, st->name);
 			jobs_requeue(ctx, i, NULL, 0, 1);
 			return;
 		}
@@ -790,13 +796,14 @@ jobs_worker(void *arg)
 			} else if (ctx->resumes > 0 && ctx->resumes > e->opts.max_resumes) {
 				char m[300];
 
-				snprintf(m, sizeof(m),
-					 "the controller stopped %d times while this job ran (last in"
-					 " step %s): it may be what stops it; see the controller's"
-					 " log, then retry",
-					 ctx->resumes,
-					 (size_t)step < ctx->type->nsteps ? ctx->type->steps[step].name
-									  : "end");
+				snprintf(
+				    m, sizeof(m),
+				    "the controller stopped %d times while this job ran (last in"
+				    " step %s): it may be what stops it; see the controller's"
+				    " log, then retry",
+				    ctx->resumes,
+				    (size_t)step < ctx->type->nsteps ? ctx->type->steps[step].name
+								     : "end");
 				jobs_fail_final(ctx, step, step_started, m, "failed");
 			} else {
 				if (ctx->resumes > 0)

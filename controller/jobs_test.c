@@ -436,7 +436,8 @@ test_resume_limit(void **state)
 
 	(void)state;
 	id = jt_dead_job("t.three", "attempts=1, resumes=3, step=1, step_started=1");
-	store_exec(s, "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?, 0, 'zero', 'done')",
+	store_exec(s,
+		   "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?, 0, 'zero', 'done')",
 		   "i", id);
 	jt_restart(3);
 	assert_true(jt_wait(id, "failed"));
@@ -471,19 +472,20 @@ test_undo_failed_dirty(void **state)
 	/* first pass undoes two (failed) and zero, one refuses twice, then is undone alone */
 	assert_string_equal(jt_log, "r0 r1 r2 u2 u1 u0 u1 u1 ");
 	assert_int_equal(store_int(s, -1, "SELECT undo_attempts FROM jobs WHERE id=?", "i", id), 3);
-	assert_int_equal(store_int(s, -1,
-				   "SELECT count(*) FROM job_steps WHERE job_id=? AND state='undone'",
-				   "i", id),
-			 3);
+	assert_int_equal(
+	    store_int(s, -1, "SELECT count(*) FROM job_steps WHERE job_id=? AND state='undone'",
+		      "i", id),
+	    3);
 	json = store_text(s, "SELECT error FROM jobs WHERE id=?", "i", id);
 	assert_non_null(strstr(json, "boom 2"));
 	free(json);
 	/* the failure was announced once, then the end of the undo */
-	assert_int_equal(store_int(s, -1,
-				   "SELECT count(*) FROM events WHERE resource_kind='job' AND"
-				   " resource_id=? AND kind='job.state' AND data LIKE '%failed_dirty%'",
-				   "i", id),
-			 2);
+	assert_int_equal(
+	    store_int(s, -1,
+		      "SELECT count(*) FROM events WHERE resource_kind='job' AND"
+		      " resource_id=? AND kind='job.state' AND data LIKE '%failed_dirty%'",
+		      "i", id),
+	    2);
 }
 
 /* A controller that dies in the middle of an undo: the next one finishes the undo, and
@@ -497,10 +499,11 @@ test_crash_in_undo(void **state)
 	(void)state;
 	id = jt_dead_job("t.three", "attempts=3, step=2, step_started=1, end_state='failed',"
 				    " error='boom 2', undo_attempts=1");
-	store_exec(s,
-		   "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?1, 0, 'zero', 'done'),"
-		   " (?1, 1, 'one', 'done'), (?1, 2, 'two', 'undone')",
-		   "i", id);
+	store_exec(
+	    s,
+	    "INSERT INTO job_steps (job_id, idx, name, state) VALUES (?1, 0, 'zero', 'done'),"
+	    " (?1, 1, 'one', 'done'), (?1, 2, 'two', 'undone')",
+	    "i", id);
 	jt_restart(0);
 	assert_true(jt_wait(id, "failed"));
 	assert_string_equal(jt_log, "u1 u0 ");

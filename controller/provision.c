@@ -525,8 +525,7 @@ prov_step_active(struct job_ctx *ctx, char *err, size_t errlen)
 	if ((rc = prov_cloud(v.provider, &drv, &cc, &token, err, errlen)) != 0)
 		goto out;
 	memset(&vm, 0, sizeof(vm));
-	rc = cloud_wait_active(drv, &cc, v.provider_id, pc->active_wait_ms, 1000, &vm, err,
-			       errlen);
+	rc = cloud_wait_active(drv, &cc, v.provider_id, pc->active_wait_ms, 1000, &vm, err, errlen);
 	if (rc == 0) {
 		if (vm.ipv4[0] == '\0')
 			rc = err_set(err, errlen, ERR_IO, "%s reports no public IPv4 for %s",
@@ -599,8 +598,7 @@ prov_connect(struct job_ctx *ctx, struct prov_server *v, struct ssh_conn **c, in
 	o.cancel_cb = prov_cancel_cb;
 	o.cancel_arg = ctx;
 	if (wait)
-		rc = ssh_wait(&o, pc->ssh_wait_ms, NULL, NULL, c, seen, sizeof(seen), err,
-			      errlen);
+		rc = ssh_wait(&o, pc->ssh_wait_ms, NULL, NULL, c, seen, sizeof(seen), err, errlen);
 	else
 		rc = ssh_connect(&o, c, seen, sizeof(seen), err, errlen);
 	explicit_bzero(priv, strlen(priv));
@@ -725,8 +723,8 @@ prov_step_provision(struct job_ctx *ctx, char *err, size_t errlen)
 		const char *rm[] = {"rm", "-f", rpath, NULL};
 		char scratch[256];
 
-		if ((rc = prov_read(pc->scripts_dir, "provision.sh", &script, &len, err,
-				    errlen)) != 0 ||
+		if ((rc = prov_read(pc->scripts_dir, "provision.sh", &script, &len, err, errlen)) !=
+			0 ||
 		    (rc = prov_connect(ctx, &v, &c, 0, err, errlen)) != 0)
 			goto out;
 		if ((rc = ssh_upload(c, rpath, script, len, 0700, err, errlen)) == 0)
@@ -804,8 +802,7 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 		free(data);
 		data = NULL;
 	}
-	if ((rc = atomicfile_read(pc->agent_binary, 256u << 20, &data, &len, err, errlen)) !=
-		0 ||
+	if ((rc = atomicfile_read(pc->agent_binary, 256u << 20, &data, &len, err, errlen)) != 0 ||
 	    (snprintf(path, sizeof(path), "%s/stoke-agent", dir),
 	     (rc = ssh_upload(c, path, data, len, 0755, err, errlen))) != 0)
 		goto out;
@@ -817,8 +814,7 @@ prov_step_agent(struct job_ctx *ctx, char *err, size_t errlen)
 		goto out;
 	free(data);
 	data = NULL;
-	if ((rc = prov_read(pc->scripts_dir, "install-agent.sh", &data, &len, err, errlen)) !=
-		0 ||
+	if ((rc = prov_read(pc->scripts_dir, "install-agent.sh", &data, &len, err, errlen)) != 0 ||
 	    (snprintf(path, sizeof(path), "%s/install-agent.sh", dir),
 	     (rc = ssh_upload(c, path, data, len, 0700, err, errlen))) != 0)
 		goto out;

@@ -329,8 +329,8 @@ stoked_provision(const struct stoked_config *cfg, unsigned agent_port, char *err
 		if (tokens[i] == NULL || tokens[i][0] == '\0')
 			continue;
 		if (urls[i] == NULL || urls[i][0] == '\0')
-			return err_set(err, errlen, ERR_INVAL, "%s_token is set but %s_url is empty",
-				       names[i], names[i]);
+			return err_set(err, errlen, ERR_INVAL,
+				       "%s_token is set but %s_url is empty", names[i], names[i]);
 		snprintf(key, sizeof(key), "token.%s", names[i]);
 		if ((rc = secrets_seal(tokens[i], key, &sealed, err, errlen)) != 0)
 			return rc;

@@ -44,8 +44,8 @@ const struct config_opt stoked_config_opts[] = {
     {"job_lease", CONFIG_DURATION, OPT(job_lease), "30s", 1000, 3600000, NULL,
      "how long a job's lease lasts without a heartbeat (a crashed controller's jobs resume "
      "after it)"},
-    {"command_output_max", CONFIG_INT, OPT(command_output_max), "67108864", 65536,
-     4294967296L, NULL,
+    {"command_output_max", CONFIG_INT, OPT(command_output_max), "67108864", 65536, 4294967296L,
+     NULL,
      "output bytes kept per command (deploy logs, fleet runs): the rest is cut, with a marker "
      "line"},
     {"job_max_resumes", CONFIG_INT, OPT(job_max_resumes), "10", 1, 1000, NULL,

@@ -18,7 +18,7 @@ struct stoked_config {
 	long job_lease; /* ms */
 	long job_max_resumes;
 	long command_output_max;
-	long body_max;	/* bytes */
+	long body_max; /* bytes */
 	long api_conns;
 	long api_per_address; /* 0 = no limit */
 	long api_threads;

@@ -241,7 +241,7 @@ static const char store_m13[] =
     " 'queued', deployment_id FROM webhook_deliveries;"
     "DROP TABLE webhook_deliveries;";
 
-const char *const store_migrations[] = {store_m1,  store_m2,  store_m3,  store_m4,  store_m5,
-					store_m6,  store_m7,  store_m8,  store_m9,  store_m10,
+const char *const store_migrations[] = {store_m1,  store_m2,  store_m3, store_m4, store_m5,
+					store_m6,  store_m7,  store_m8, store_m9, store_m10,
 					store_m11, store_m12, store_m13};
 const int store_nmigrations = sizeof(store_migrations) / sizeof(store_migrations[0]);
